@@ -1,0 +1,83 @@
+# prpm.hobby: every entry point installs what it needs first.
+#   make up      set up, then run `ansible-playbook site.yml` on the local stand-in host
+#   make test    set up, then lint, unit tests and every molecule scenario
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# The stamp carries the hash of requirements.txt: a changed pin reinstalls, an unchanged one is skipped.
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+COLLECTION_LINK := .collections/ansible_collections/prpm/hobby
+SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+# smoke first: it proves the harness before the slower scenarios run.
+ORDERED_SCENARIOS := $(filter smoke,$(SCENARIOS)) $(filter-out smoke,$(SCENARIOS))
+SCENARIO ?=
+ANSIBLE_ARGS ?=
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_FORCE_COLOR ?= 0
+export PY_COLORS ?= 0
+
+.PHONY: help setup venv docker images up down test lint unit sanity molecule clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: venv $(COLLECTION_LINK) ## Python venv and the collection link (no Docker needed)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+# ansible-playbook finds prpm.hobby.* through this link (ansible.cfg collections_path).
+$(COLLECTION_LINK):
+	@mkdir -p $(dir $@)
+	@ln -sfn ../../.. $@
+
+docker: ## Make sure a Docker engine answers (installs and starts one on Debian as root)
+	$(PYTHON) tools/ensure_docker.py
+
+images: docker ## Build the host and stack images that are missing or stale
+	$(PYTHON) tools/images.py build all
+
+up: setup images ## Set up, then run site.yml on the local stand-in host
+	ansible-playbook site.yml $(ANSIBLE_ARGS)
+
+down: setup docker ## Remove the local stand-in host and its volumes
+	ansible-playbook playbooks/down.yml
+
+test: setup images lint unit molecule ## Set up, then run every test
+
+lint: setup ## yamllint, ansible-lint (production), ruff, ansible-test sanity
+	yamllint --strict .
+	ansible-lint --offline
+	ruff check .
+	ruff format --check .
+	python tools/role_docs.py --check
+	python tools/sanity.py
+
+sanity: setup ## ansible-test sanity only
+	python tools/sanity.py
+
+unit: setup ## Unit tests of the Python plugins
+	pytest tests/unit
+
+molecule: setup images ## Every molecule scenario, or one: make molecule SCENARIO=host
+	@scenarios="$(if $(SCENARIO),$(SCENARIO),$(ORDERED_SCENARIOS))"; \
+	test -n "$$scenarios" || { echo "no molecule scenario found" >&2; exit 1; }; \
+	for s in $$scenarios; do \
+	  echo "== molecule test -s $$s"; \
+	  molecule test -s $$s; \
+	done
+
+clean: ## Remove the venv, caches and the collection link (not images or the stand-in)
+	rm -rf $(VENV) .collections .ansible .pytest_cache .ruff_cache
