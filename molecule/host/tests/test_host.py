@@ -1,0 +1,257 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""prpm.hobby.base + prpm.hobby.docker on a Debian 13 host (a container: see notes per test)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import paramiko
+import pytest
+import requests
+from conftest import HTTP_PORT, PROBE_PORT, SSH_PORT, run_playbook
+
+ADMIN = "admin"
+
+
+# --- SSH ---------------------------------------------------------------------------------------
+def test_sshd_effective_config_is_hardened(host):
+    cfg = dict(
+        line.split(" ", 1) for line in host.check_output("sshd -T").splitlines() if " " in line
+    )
+    assert cfg["permitrootlogin"] == "no"
+    assert cfg["passwordauthentication"] == "no"
+    assert cfg["kbdinteractiveauthentication"] == "no"
+    assert cfg["pubkeyauthentication"] == "yes"
+    assert cfg["authenticationmethods"] == "publickey"
+    assert cfg["allowusers"] == ADMIN
+    assert cfg["x11forwarding"] == "no"
+    assert cfg["maxauthtries"] == "3"
+
+
+def _connect(**kwargs) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - throwaway test host
+    client.connect(
+        "127.0.0.1",
+        port=SSH_PORT,
+        timeout=10,
+        banner_timeout=10,
+        auth_timeout=10,
+        allow_agent=False,
+        look_for_keys=False,
+        **kwargs,
+    )
+    return client
+
+
+def test_admin_logs_in_with_key_and_has_sudo(ssh_key):
+    client = _connect(username=ADMIN, key_filename=str(ssh_key))
+    try:
+        stdout = client.exec_command("id -un && sudo -n true && echo sudo-ok")[1]
+        assert stdout.read().decode().split() == [ADMIN, "sudo-ok"]
+    finally:
+        client.close()
+
+
+def test_root_login_refused_even_with_an_authorized_key(host, ssh_key):
+    pub = ssh_key.with_suffix(".pub").read_text().strip()
+    with host.sudo():
+        host.run_expect(
+            [0], f"install -d -m 700 /root/.ssh && echo '{pub}' > /root/.ssh/authorized_keys"
+        )
+    try:
+        with pytest.raises(paramiko.AuthenticationException):
+            _connect(username="root", key_filename=str(ssh_key))
+    finally:
+        with host.sudo():
+            host.run("rm -f /root/.ssh/authorized_keys")
+
+
+def test_password_login_refused():
+    transport = paramiko.Transport(("127.0.0.1", SSH_PORT))
+    try:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.BadAuthenticationType) as exc:
+            transport.auth_password(ADMIN, "not-a-password")
+        assert exc.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+
+
+def test_admin_authorized_keys_exact(host, ssh_key):
+    keys = host.file(f"/home/{ADMIN}/.ssh/authorized_keys")
+    assert keys.mode == 0o600
+    assert keys.content_string.strip().splitlines() == [
+        ssh_key.with_suffix(".pub").read_text().strip()
+    ]
+
+
+# --- Memory --------------------------------------------------------------------------------------
+def test_swap_file_configured_but_not_active_in_a_container(host):
+    swap = host.file("/swapfile")
+    assert swap.exists and swap.mode == 0o600 and swap.user == "root"
+    assert swap.size == 1024 * 1024 * 1024
+    assert host.check_output("blkid -o value -s TYPE /swapfile") == "swap"
+    assert any(
+        line.split()[:3] == ["/swapfile", "none", "swap"]
+        for line in host.file("/etc/fstab").content_string.splitlines()
+        if line.strip()
+    )
+    # Swap is kernel-global: the role must not have activated it on the test machine's kernel.
+    assert "/swapfile" not in host.file("/proc/swaps").content_string
+
+
+def test_sysctls_written(host):
+    conf = host.file("/etc/sysctl.d/60-prpm-hobby.conf").content_string
+    for line in ("vm.swappiness = 10", "vm.overcommit_memory = 1", "net.ipv4.ip_forward = 1"):
+        assert line in conf
+
+
+# --- Time and logs -------------------------------------------------------------------------------
+def test_utc_and_chrony_without_clock_control(host):
+    utc = host.check_output("realpath /usr/share/zoneinfo/UTC")
+    assert host.check_output("realpath /etc/localtime") == utc
+    assert host.file("/etc/timezone").content_string == "UTC\n"
+    assert (
+        "pool 2.debian.pool.ntp.org iburst" in host.file("/etc/chrony/chrony.conf").content_string
+    )
+    assert host.service("chrony").is_running
+    # In a container chronyd must not steer the (shared) clock.
+    cmdline = host.file(f"/proc/{host.check_output('pidof chronyd').split()[0]}/cmdline").content
+    assert b"-x" in cmdline.split(b"\0")
+
+
+def test_journald_cap_in_effect(host):
+    conf = host.file("/etc/systemd/journald.conf.d/60-prpm-hobby.conf").content_string
+    assert "SystemMaxUse=500M" in conf
+    # journald reports its limits when it (re)opens the journal with the new settings.
+    out = host.check_output("journalctl -b -u systemd-journald --no-pager -o cat")
+    assert "max 500M" in out
+
+
+# --- Docker ---------------------------------------------------------------------------------------
+def test_docker_and_compose_v2(host):
+    assert host.service("docker").is_running
+    assert host.service("docker").is_enabled
+    version = host.check_output("docker compose version --short")
+    assert version.lstrip("v").split(".")[0] == "2"
+
+
+def test_docker_daemon_settings(host):
+    info = json.loads(host.check_output("docker info --format '{{json .}}'"))
+    assert info["LiveRestoreEnabled"] is True
+    assert info["LoggingDriver"] == "json-file"
+    daemon = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert daemon["log-opts"] == {"max-size": "10m", "max-file": "3"}
+    assert daemon["default-address-pools"] == [{"base": "10.203.0.0/16", "size": 24}]
+
+
+def test_compose_networks_come_from_the_safe_pool(host):
+    host.run("docker network rm prpm-pool-probe")
+    host.run_expect([0], "docker network create prpm-pool-probe")
+    try:
+        subnet = host.check_output(
+            "docker network inspect prpm-pool-probe --format '{{(index .IPAM.Config 0).Subnet}}'"
+        )
+        assert subnet.startswith("10.203.")
+    finally:
+        host.run("docker network rm prpm-pool-probe")
+
+
+def test_docker_packages_held_from_unattended_upgrades(host):
+    conf = host.file("/etc/apt/apt.conf.d/51prpm-hobby-docker-hold").content_string
+    for pattern in ("docker\\.io$", "docker-cli$", "containerd$", "docker-compose$"):
+        assert pattern in conf
+
+
+# --- Firewall -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def published_probe(host):
+    """A container publishing 80 (public) and 5432 (not public) on the instance."""
+    host.run_expect([0], "DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static")
+    host.run_expect(
+        [0],
+        "docker image inspect prpm-probe >/dev/null 2>&1 || "
+        "(rm -rf /tmp/bb && mkdir -p /tmp/bb/bin /tmp/bb/www && cp /bin/busybox /tmp/bb/bin/ "
+        "&& echo probe-ok > /tmp/bb/www/index.html "
+        "&& tar -C /tmp/bb -c . | docker import - prpm-probe)",
+    )
+    host.run("docker rm -f prpm-probe")
+    host.run_expect(
+        [0],
+        "docker run -d --name prpm-probe -p 80:8000 -p 5432:8000 prpm-probe "
+        "/bin/busybox httpd -f -p 8000 -h /www",
+    )
+    yield
+    host.run("docker rm -f prpm-probe")
+
+
+def test_firewall_ruleset_loaded(host):
+    out = host.check_output("nft list table inet prpm_firewall")
+    assert "policy drop" in out
+    assert "ct original proto-dst { 80, 443 }" in out
+
+
+@pytest.mark.usefixtures("published_probe")
+def test_public_port_reachable_from_outside():
+    response = requests.get(f"http://127.0.0.1:{HTTP_PORT}/", timeout=10)
+    assert response.text.strip() == "probe-ok"
+
+
+@pytest.mark.usefixtures("published_probe")
+def test_published_non_public_port_blocked_from_outside(host):
+    # Inside the host the container answers on 5432 ...
+    assert host.check_output("busybox wget -qO- http://127.0.0.1:5432/") == "probe-ok"
+    # ... but from outside the firewall drops it, although Docker published it.
+    with pytest.raises((requests.ConnectionError, requests.Timeout)):
+        requests.get(f"http://127.0.0.1:{PROBE_PORT}/", timeout=5)
+
+
+def test_restarting_nftables_keeps_docker_rules(host):
+    with host.sudo():
+        host.run_expect([0], "systemctl restart nftables")
+    assert host.run("nft list table ip nat").stdout.count("DOCKER") > 0
+
+
+# --- Idempotence beyond molecule's own check, and preflight ---------------------------------------
+def test_check_mode_on_converged_host_reports_no_change():
+    run = run_playbook("converge.yml", "--check", "--diff")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed() == 0, run.output[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        ({"base_admin_ssh_keys": []}, "base_admin_ssh_keys is empty"),
+        ({"base_admin_cidrs": ["0.0.0.0/0"]}, "covers a whole address family"),
+        ({"base_admin_cidrs": ["::/0"]}, "covers a whole address family"),
+        ({"base_admin_cidrs": []}, "base_admin_cidrs is empty"),
+        ({"base_swap_size_mib": 1024 * 1024 * 1024}, "Lower base_swap_size_mib or grow the disk"),
+        (
+            {"docker_default_address_pools": [{"base": "172.31.128.0/17", "size": 24}]},
+            "cuts the host off from the VPC DNS resolver",
+        ),
+    ],
+)
+def test_bad_input_fails_before_any_change(host, extra_vars, message):
+    before = host.check_output(
+        "md5sum /etc/nftables.conf /etc/ssh/sshd_config /etc/docker/daemon.json "
+        f"/home/{ADMIN}/.ssh/authorized_keys /etc/fstab"
+    )
+    run = run_playbook("converge.yml", extra_vars=extra_vars)
+    assert run.rc != 0
+    assert message in " ".join(run.output.split()), run.output[-3000:]
+    assert run.changed() == 0
+    after = host.check_output(
+        "md5sum /etc/nftables.conf /etc/ssh/sshd_config /etc/docker/daemon.json "
+        f"/home/{ADMIN}/.ssh/authorized_keys /etc/fstab"
+    )
+    assert before == after
+
+
+def test_ssh_port_is_the_only_admin_port():
+    # Sanity of the probe itself: the SSH port answers with an SSH banner from outside.
+    with socket.create_connection(("127.0.0.1", SSH_PORT), timeout=10) as sock:
+        assert sock.recv(64).startswith(b"SSH-2.0-")
