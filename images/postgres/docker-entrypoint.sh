@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Entrypoint with the official postgres image's contract, for Debian's PostgreSQL.
 set -euo pipefail
 

@@ -1,0 +1,203 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The registry stack on a hardened host, checked from this machine through Caddy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+import urllib3
+from conftest import HTTP_PORT, HTTPS_PORT, run_playbook
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+BASE = f"https://localhost:{HTTPS_PORT}"
+PROJECT = "prpm"
+
+
+def get(path: str, **kwargs) -> requests.Response:
+    # Caddy's local CA (tls internal) is not trusted by this machine.
+    return requests.get(BASE + path, verify=False, timeout=10, **kwargs)  # noqa: S501
+
+
+def put_package(name: str, body: dict) -> requests.Response:
+    return requests.put(f"{BASE}/api/v1/packages/{name}", json=body, verify=False, timeout=10)  # noqa: S501
+
+
+def wait_healthy(timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if get("/health").json().get("status") == "ok":
+                return time.monotonic() - start
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(1)
+    pytest.fail(f"/health not ok through Caddy within {timeout}s")
+
+
+def test_health_ok_through_caddy():
+    response = get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["services"] == {"database": "ok", "redis": "ok"}
+
+
+def test_http_redirects_to_https():
+    response = requests.get(
+        f"http://localhost:{HTTP_PORT}/health", allow_redirects=False, timeout=10
+    )
+    assert response.status_code in (301, 308)
+    assert response.headers["Location"].startswith("https://")
+
+
+def test_security_headers():
+    headers = get("/health").headers
+    assert headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "Server" not in headers
+
+
+def test_package_written_through_caddy_reads_back():
+    name = f"pkg-{uuid.uuid4().hex[:8]}"
+    body = {"name": name, "version": "1.2.3", "files": ["a.md"], "nested": {"k": [1, 2]}}
+    assert put_package(name, body).status_code == 201
+    assert put_package(name, body).status_code == 200
+    response = get(f"/api/v1/packages/{name}")
+    assert response.status_code == 200
+    assert response.json() == body
+    assert name in get("/api/v1/packages").json()["names"]
+    assert get("/api/v1/packages/absent-package").status_code == 404
+
+
+def test_only_ssh_http_https_listen_outside(host):
+    ports = set()
+    for line in host.check_output("ss -Htln").splitlines():
+        local = line.split()[3]
+        address, port = local.rsplit(":", 1)
+        if address.startswith("127.") or address in ("[::1]", "::1"):
+            continue
+        ports.add(int(port))
+    assert ports == {22, 80, 443}
+
+
+def test_only_caddy_publishes_ports(host):
+    out = host.check_output(
+        f"docker ps --filter label=com.docker.compose.project={PROJECT} "
+        "--format '{{.Label \"com.docker.compose.service\"}} {{.Ports}}'"
+    )
+    published = {
+        line.split(" ", 1)[0]: line.split(" ", 1)[1] if " " in line else ""
+        for line in out.splitlines()
+    }
+    assert set(published) == {"caddy", "registry", "postgres", "redis"}
+    assert "0.0.0.0:443->443/tcp" in published["caddy"]
+    for service in ("registry", "postgres", "redis"):
+        assert "->" not in published[service], f"{service} publishes {published[service]}"
+    backend = json.loads(host.check_output(f"docker network inspect {PROJECT}_backend"))[0]
+    assert backend["Internal"] is True
+
+
+def test_secret_files_root_only(host):
+    for path in (
+        "/opt/prpm/secrets/postgres_password",
+        "/opt/prpm/secrets/jwt_secret",
+        "/opt/prpm/registry.env",
+    ):
+        secret = host.file(path)
+        assert secret.user == "root" and secret.mode == 0o600, path
+    assert len(host.file("/opt/prpm/secrets/jwt_secret").content_string.strip()) >= 43
+
+
+def test_every_container_has_a_memory_limit(host):
+    ids = host.check_output(
+        f"docker ps -q --filter label=com.docker.compose.project={PROJECT}"
+    ).split()
+    assert len(ids) == 4
+    for cid in ids:
+        limit = int(host.check_output(f"docker inspect -f '{{{{.HostConfig.Memory}}}}' {cid}"))
+        assert 0 < limit <= 256 * 1024 * 1024
+
+
+def test_secrets_never_reach_output(host):
+    secrets = [
+        host.file(f"/opt/prpm/secrets/{n}").content_string.strip()
+        for n in ("postgres_password", "jwt_secret")
+    ]
+    run = run_playbook("converge.yml", "-v")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed() == 0
+    for secret in secrets:
+        assert secret not in run.output
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "message"),
+    [
+        ({"registry_stack_domain": "not a domain!"}, "is not a valid host name"),
+        ({"registry_stack_image_source": "ftp"}, "must be one of: pull, archive, build, got: ftp"),
+        ({"registry_stack_image_sources": {"registry": "ftp"}}, "Unknown image source"),
+        (
+            {"registry_stack_registry_image": "localhost/prpm-hobby/registry"},
+            "must be pinned by tag",
+        ),
+        (
+            {
+                "registry_stack_memory_limits": {
+                    "postgres": "512m",
+                    "redis": "64m",
+                    "registry": "256m",
+                    "migrate": "128m",
+                    "caddy": "64m",
+                }
+            },
+            "exceeds the host's 1024 MiB",
+        ),
+    ],
+)
+def test_bad_input_fails_before_any_change(host, extra_vars, message):
+    before = host.check_output(
+        "md5sum /opt/prpm/compose.yaml /opt/prpm/caddy/Caddyfile /opt/prpm/deployed.json"
+    )
+    run = run_playbook("converge.yml", extra_vars=extra_vars)
+    assert run.rc != 0
+    assert message in " ".join(run.output.split()), run.output[-3000:]
+    assert run.changed() == 0
+    assert (
+        host.check_output(
+            "md5sum /opt/prpm/compose.yaml /opt/prpm/caddy/Caddyfile /opt/prpm/deployed.json"
+        )
+        == before
+    )
+
+
+def test_broken_deploy_rolls_back_and_old_version_serves_old_data(host):
+    name = f"before-broken-{uuid.uuid4().hex[:8]}"
+    assert put_package(name, {"v": 1}).status_code == 201
+    state_before = host.file("/opt/prpm/deployed.json").content_string
+    run = run_playbook(
+        "converge.yml",
+        extra_vars={
+            "registry_stack_registry_image": "localhost/prpm-hobby/registry:broken",
+            "registry_stack_health_timeout": 60,
+        },
+    )
+    assert run.rc != 0
+    text = " ".join(run.output.split())
+    assert "Deploy of localhost/prpm-hobby/registry:broken FAILED" in text
+    assert "ROLLED BACK to localhost/prpm-hobby/registry:1.0.0" in text
+    assert get("/health").json()["version"] == "1.0.0"
+    assert get(f"/api/v1/packages/{name}").json() == {"v": 1}
+    assert host.file("/opt/prpm/deployed.json").content_string == state_before
+
+
+def test_stack_comes_back_after_host_restart(host):
+    name = host.backend.host  # the molecule instance's container name
+    subprocess.run(["docker", "restart", "-t", "30", name], check=True, capture_output=True)
+    elapsed = wait_healthy(120)
+    print(f"stack healthy {elapsed:.1f}s after the host container restarted")
+    assert elapsed <= 60

@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""files/Caddyfile is the role's Caddyfile template rendered for an example domain.
+
+It is what users read; this test keeps it equal to what the role deploys. Refresh it with
+`.venv/bin/python tests/unit/test_caddyfile_example.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jinja2
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "roles" / "registry_stack" / "templates" / "Caddyfile.j2"
+EXAMPLE = ROOT / "files" / "Caddyfile"
+EXAMPLE_VARS = {
+    "ansible_managed": "Example rendering of roles/registry_stack/templates/Caddyfile.j2",
+    "registry_stack_domain": "registry.example.com",
+    "registry_stack_acme_email": "ops@example.com",
+    "registry_stack_registry_port": 3111,
+}
+
+
+def render(variables: dict) -> str:
+    # The same whitespace rules as ansible.builtin.template (trim_blocks on).
+    env = jinja2.Environment(  # noqa: S701 - a Caddyfile, not HTML: no autoescape
+        keep_trailing_newline=True, trim_blocks=True, undefined=jinja2.StrictUndefined
+    )
+    env.filters["comment"] = lambda text: f"#\n# {text}\n#"
+    return env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**variables)
+
+
+def test_example_matches_template() -> None:
+    assert EXAMPLE.read_text(encoding="utf-8") == render(EXAMPLE_VARS)
+
+
+def test_localhost_uses_internal_ca_and_domain_uses_acme() -> None:
+    local = render(
+        {**EXAMPLE_VARS, "registry_stack_domain": "localhost", "registry_stack_acme_email": ""}
+    )
+    assert "tls internal" in local
+    assert "email" not in local
+    public = render(EXAMPLE_VARS)
+    assert "tls internal" not in public
+    assert "email ops@example.com" in public
+    assert "registry.example.com {" in public
+
+
+if __name__ == "__main__":
+    EXAMPLE.write_text(render(EXAMPLE_VARS), encoding="utf-8")
+    sys.exit(0)
