@@ -1,0 +1,164 @@
+#!/usr/bin/python
+# Copyright (c) prpm.hobby maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: cost_estimate
+short_description: Estimate the monthly AWS cost of the hobby tier, and guard a budget
+version_added: 0.1.0
+author: prpm.hobby maintainers (@prpm-hobby)
+description:
+  - Turns the chosen configuration into a monthly cost table from a bundled, dated price table
+    (on-demand list prices for us-east-1, us-west-2, eu-west-1 and eu-central-1)
+    covering instance hours (730 h), EBS gp3, snapshots, the public IPv4 charge, S3 backup
+    storage and data transfer out.
+  - Also prices the tiers the hobby tier replaces (Elastic Beanstalk with ALB and RDS; ECS
+    Fargate with ALB, NAT, RDS and ElastiCache) with the same table, for comparison.
+  - Fails when the estimate exceeds O(budget_usd), unless O(allow_over_budget) is set.
+  - Runs on the controller and calls no AWS API.
+options:
+  region:
+    description: AWS region.
+    type: str
+    default: us-east-1
+  instance_type:
+    description: EC2 instance type.
+    type: str
+    default: t3.micro
+  root_volume_gb:
+    description: Size of the gp3 root volume in GB.
+    type: int
+    default: 20
+  public_ipv4:
+    description: Whether the instance has a public IPv4 address (billed at 0.005 USD/h).
+    type: bool
+    default: true
+  snapshot_gb:
+    description: Expected EBS snapshot storage in GB.
+    type: float
+    default: 0
+  backup_gb:
+    description: Expected S3 backup storage in GB.
+    type: float
+    default: 5
+  transfer_out_gb:
+    description: Expected data transfer out to the Internet in GB per month (100 GB are free).
+    type: float
+    default: 20
+  budget_usd:
+    description: Monthly budget in USD; V(0) means no guard.
+    type: float
+    default: 0
+  allow_over_budget:
+    description: Do not fail when the estimate exceeds O(budget_usd).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    description: Can run in check_mode and return the same estimate.
+    support: full
+  diff_mode:
+    description: Nothing to diff; it changes nothing.
+    support: none
+  idempotent:
+    description: Reads only its arguments and the bundled price table.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Estimate the hobby tier and refuse to go over 15 USD a month
+  prpm.hobby.cost_estimate:
+    region: eu-west-1
+    instance_type: t3.micro
+    budget_usd: 15
+  register: cost
+"""
+
+RETURN = r"""
+lines:
+  description: Cost lines of the hobby tier.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"item": "EC2 t3.micro (730 h)", "usd": 7.59}]
+total:
+  description: Monthly total in USD.
+  returned: always
+  type: float
+  sample: 12.95
+table:
+  description: The same lines as printable text.
+  returned: always
+  type: str
+tiers:
+  description: The seed analysis' tiers priced with the same table.
+  returned: always
+  type: dict
+  sample: {"hobby (t3.micro + compose)": 12.95}
+prices_date:
+  description: Date of the bundled price table.
+  returned: always
+  type: str
+  sample: "2025-06-01"
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.prpm.hobby.plugins.module_utils._cost import (
+    CostError,
+    HobbyConfig,
+    estimate_hobby,
+    estimate_tiers,
+    render_table,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "region": {"type": "str", "default": "us-east-1"},
+            "instance_type": {"type": "str", "default": "t3.micro"},
+            "root_volume_gb": {"type": "int", "default": 20},
+            "public_ipv4": {"type": "bool", "default": True},
+            "snapshot_gb": {"type": "float", "default": 0},
+            "backup_gb": {"type": "float", "default": 5},
+            "transfer_out_gb": {"type": "float", "default": 20},
+            "budget_usd": {"type": "float", "default": 0},
+            "allow_over_budget": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    cfg = HobbyConfig(
+        region=p["region"],
+        instance_type=p["instance_type"],
+        root_volume_gb=p["root_volume_gb"],
+        public_ipv4=p["public_ipv4"],
+        snapshot_gb=p["snapshot_gb"],
+        backup_gb=p["backup_gb"],
+        transfer_out_gb=p["transfer_out_gb"],
+    )
+    try:
+        estimate = estimate_hobby(cfg)
+        tiers = estimate_tiers(p["region"], p["transfer_out_gb"])
+    except CostError as exc:
+        module.fail_json(msg=str(exc))
+    result = dict(estimate.as_dict(), table=render_table(estimate), tiers=tiers, changed=False)
+    budget = p["budget_usd"]
+    if budget and estimate.total > budget and not p["allow_over_budget"]:
+        module.fail_json(
+            msg=(
+                f"The estimate of {estimate.total:.2f} USD/month exceeds the budget of "
+                f"{budget:.2f} USD/month. Choose a smaller configuration, raise the budget, "
+                "or set allow_over_budget."
+            ),
+            **result,
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Cost arithmetic against hand-computed values (prices of PRICES_DATE)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.prpm.hobby.plugins.module_utils._cost import (
+    CostError,
+    HobbyConfig,
+    estimate_hobby,
+    estimate_tiers,
+    render_table,
+)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected_total"),
+    [
+        # 0.0104*730=7.592 -> 7.59; 20*0.08=1.60; 0.005*730=3.65; 5*0.023=0.115 -> 0.11
+        # (0.115 is 0.11499... in binary); 20 GB out is inside the free 100 GB -> 0.
+        (HobbyConfig(), 7.59 + 1.60 + 3.65 + 0.11 + 0.0),
+        # no public IPv4, 30 GB disk, 150 GB out: 7.59 + 2.40 + 0.11 + (150-100)*0.09=4.50
+        (
+            HobbyConfig(root_volume_gb=30, public_ipv4=False, transfer_out_gb=150),
+            7.59 + 2.40 + 0.11 + 4.50,
+        ),
+        # eu-central-1 t4g.micro: 0.0096*730=7.008 -> 7.01; 20*0.0952=1.904 -> 1.90; 3.65;
+        # 5*0.0245=0.1225 -> 0.12; snapshots 10*0.054=0.54
+        (
+            HobbyConfig(region="eu-central-1", instance_type="t4g.micro", snapshot_gb=10),
+            7.01 + 1.90 + 0.54 + 3.65 + 0.12,
+        ),
+    ],
+)
+def test_hobby_total(cfg: HobbyConfig, expected_total: float) -> None:
+    assert estimate_hobby(cfg).total == pytest.approx(expected_total, abs=0.005)
+
+
+def test_hobby_lines_name_what_they_price() -> None:
+    items = [line[0] for line in estimate_hobby(HobbyConfig()).lines]
+    assert items[0] == "EC2 t3.micro (730 h)"
+    assert "Public IPv4 address" in items
+
+
+def test_seed_hobby_figure_is_the_instance_line() -> None:
+    # The seed's "$7.50/month" is the t3.micro's 730 hours; the IPv4 charge comes on top.
+    lines = dict(estimate_hobby(HobbyConfig()).lines)
+    assert lines["EC2 t3.micro (730 h)"] == pytest.approx(7.59)
+    assert lines["Public IPv4 address"] == pytest.approx(3.65)
+
+
+def test_tiers_order_and_ecs_by_hand() -> None:
+    tiers = estimate_tiers("us-east-1", 20)
+    hobby, beanstalk, ecs = tiers.values()
+    assert hobby < beanstalk < ecs
+    # ECS by hand: 2 Fargate tasks (0.25*0.04048+0.5*0.004445)*730*2 = 18.02;
+    # ALB (0.0225+0.008)*730 = 22.27; NAT 0.045*730 + 20*0.045 = 33.75;
+    # RDS 0.016*730 + 20*0.115 = 13.98; ElastiCache 0.016*730 = 11.68; 3 IPv4 = 10.95
+    assert ecs == pytest.approx(18.02 + 22.27 + 33.75 + 13.98 + 11.68 + 10.95, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        (HobbyConfig(region="ap-south-9"), "no prices for region 'ap-south-9'"),
+        (HobbyConfig(instance_type="x9.mega"), "no price for instance type 'x9.mega'"),
+    ],
+)
+def test_unpriced_configuration(cfg: HobbyConfig, message: str) -> None:
+    with pytest.raises(CostError, match=message):
+        estimate_hobby(cfg)
+
+
+def test_table_has_total() -> None:
+    table = render_table(estimate_hobby(HobbyConfig()))
+    assert table.splitlines()[-2].startswith("Total per month")
+    assert "12.95 USD" in table
