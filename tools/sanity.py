@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # ansible-core 2.19's ansible-test bootstraps pip 24.2 (python_requirements.get_venv_packages).
 PIP_VERSIONS = ("24.2",)
+# Namespaces whose collections our plugins import; ansible-test finds them only beside ours.
+DEPENDENCY_NAMESPACES = ("amazon",)
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 GET_PIP_STANDIN = '''\
@@ -65,6 +67,11 @@ def main() -> int:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, target)
+        import ansible_collections  # noqa: PLC0415 - the bundle's collections, inside the venv
+
+        bundle = Path(next(iter(ansible_collections.__path__)))
+        for namespace in DEPENDENCY_NAMESPACES:
+            (Path(tmp) / "ansible_collections" / namespace).symlink_to(bundle / namespace)
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         cmd = [
