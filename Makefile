@@ -1,6 +1,6 @@
 # prpm.hobby: every entry point installs what it needs first.
 #   make up      set up, then run `ansible-playbook site.yml` on the local stand-in host
-#   make test    set up, then lint, unit tests and every molecule scenario
+#   make test    set up, then lint, unit tests, the AWS tests on moto and every molecule scenario
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -22,7 +22,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help setup venv docker images up down test lint unit sanity molecule clean
+.PHONY: help setup venv docker images up down test lint unit aws sanity molecule clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,7 +55,7 @@ up: setup images ## Set up, then run site.yml on the local stand-in host
 down: setup docker ## Remove the local stand-in host and its volumes
 	ansible-playbook playbooks/down.yml
 
-test: setup images lint unit molecule ## Set up, then run every test
+test: setup images lint unit aws molecule ## Set up, then run every test
 
 lint: setup ## yamllint, ansible-lint (production), ruff, ansible-test sanity
 	yamllint --strict .
@@ -70,6 +70,9 @@ sanity: setup ## ansible-test sanity only
 
 unit: setup ## Unit tests of the Python plugins
 	pytest tests/unit
+
+aws: setup ## AWS provisioning and teardown against moto in server mode (no AWS account)
+	pytest tests/aws
 
 molecule: setup images ## Every molecule scenario, or one: make molecule SCENARIO=host
 	@scenarios="$(if $(SCENARIO),$(SCENARIO),$(ORDERED_SCENARIOS))"; \

@@ -1,0 +1,237 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""moto in server mode, started by the tests, with Debian/Ubuntu images and their SSM parameters.
+
+The playbooks under test are pointed at it only through environment variables (AWS_URL,
+AWS_ENDPOINT_URL, keys, region): nothing in the collection knows about moto.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+DEBIAN_OWNER = "136693071363"
+CANONICAL_OWNER = "099720109477"
+
+# moto reads these when it is imported: validation on, every request recorded (the recording
+# proves request fields moto accepts but does not model, such as the CPU credit specification).
+_RECORDING = Path(tempfile.gettempdir()) / f"prpm-moto-{os.getpid()}.jsonl"
+os.environ.update(
+    MOTO_ENABLE_AMI_VALIDATION="true",
+    MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION="true",
+    MOTO_ENABLE_KEYPAIR_VALIDATION="true",
+    MOTO_IAM_LOAD_MANAGED_POLICIES="true",
+    MOTO_ENABLE_RECORDING="true",
+    MOTO_RECORDER_FILEPATH=str(_RECORDING),
+)
+
+from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models.amis import Ami  # noqa: E402
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer  # noqa: E402
+from moto.ssm.models import Parameter, ssm_backends  # noqa: E402
+
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.M,
+)
+
+
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def seed_image(
+    ssm_path: str, name: str, owner: str, arch: str = "x86_64", root: str = "/dev/xvda"
+) -> str:
+    """Register an official-looking image and point the public SSM parameter at it."""
+    ec2 = ec2_backends[ACCOUNT][REGION]
+    ami_id = f"ami-{os.urandom(8).hex()[:17]}"
+    ec2.amis[ami_id] = Ami(
+        ec2,
+        ami_id,
+        name=name,
+        description=name,
+        owner_id=owner,
+        public=True,
+        virtualization_type="hvm",
+        architecture=arch,
+        root_device_type="ebs",
+        root_device_name=root,
+        hypervisor="xen",
+        region_name=REGION,
+        creation_date=datetime.now(UTC),
+    )
+    params = ssm_backends[ACCOUNT][REGION]._parameters
+    versions = params[ssm_path]
+    versions.append(
+        Parameter(
+            account_id=ACCOUNT,
+            name=ssm_path,
+            value=ami_id,
+            parameter_type="String",
+            description=None,
+            allowed_pattern=None,
+            keyid=None,
+            last_modified_date=datetime.now(UTC),
+            version=len(versions) + 1,
+            data_type="aws:ec2:image",
+        )
+    )
+    return ami_id
+
+
+@dataclass
+class Moto:
+    url: str
+    recording: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_URL": self.url,
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+    def requests(self, action: str) -> list[str]:
+        """Decoded bodies of the recorded requests of one EC2/IAM-style Action."""
+        bodies = []
+        for line in self.recording.read_text().splitlines():
+            entry = json.loads(line)
+            body = entry.get("body") or ""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body).decode("utf-8", "replace")
+            if f"Action={action}&" in body or body.endswith(f"Action={action}"):
+                bodies.append(body)
+        return bodies
+
+
+@pytest.fixture(scope="session")
+def moto() -> Moto:
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    seed_image(
+        "/aws/service/debian/release/13/latest/amd64", "debian-13-amd64-20261101-1", DEBIAN_OWNER
+    )
+    seed_image(
+        "/aws/service/debian/release/13/latest/arm64",
+        "debian-13-arm64-20261101-1",
+        DEBIAN_OWNER,
+        arch="arm64",
+    )
+    seed_image(
+        "/aws/service/debian/release/12/latest/amd64", "debian-12-amd64-20261101-1", DEBIAN_OWNER
+    )
+    seed_image(
+        "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
+        "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20261101",
+        CANONICAL_OWNER,
+        root="/dev/sda1",
+    )
+    yield Moto(url=f"http://127.0.0.1:{port}", recording=_RECORDING)
+    server.stop()
+    _RECORDING.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def ec2(moto):
+    return boto3.client("ec2", region_name=REGION, **_client_kwargs(moto))
+
+
+def _client_kwargs(moto: Moto) -> dict:
+    return {
+        "endpoint_url": moto.url,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+
+
+@pytest.fixture(scope="session")
+def client(moto):
+    def make(service: str):
+        return boto3.client(service, region_name=REGION, **_client_kwargs(moto))
+
+    return make
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str
+    recap: dict[str, dict[str, int]]
+
+    def changed(self) -> int:
+        return sum(h["changed"] for h in self.recap.values())
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory) -> Path:
+    """A vars file as a user would write it, with a real key pair."""
+    tmp = tmp_path_factory.mktemp("aws")
+    key = tmp / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(key)], check=True
+    )
+    path = tmp / "settings.json"
+    path.write_text(
+        json.dumps(
+            {
+                "aws_host_ssh_public_key_file": f"{key}.pub",
+                "aws_host_admin_cidrs": ["198.51.100.7/32", "2001:db8:7::/48"],
+                "aws_host_alert_emails": ["ops@example.org"],
+                "prpm_domain": "registry.example.org",
+                "prpm_registry_image": "ghcr.io/example/prpm-registry:1.0.0",
+                # moto runs no SSH server: the provision playbook's wait step is a no-op here.
+                "prpm_wait_for_ssh": False,
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def playbook(moto, settings):
+    def run(name: str, *extra: str) -> Run:
+        cmd = [
+            "ansible-playbook",
+            "-i",
+            str(ROOT / "inventories" / "aws"),
+            str(ROOT / "playbooks" / name),
+            "-e",
+            f"@{settings}",
+            *extra,
+        ]
+        env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **moto.env())
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+        output = proc.stdout + proc.stderr
+        recap = {
+            m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+            for m in _RECAP.finditer(output)
+        }
+        return Run(proc.returncode, output, recap)
+
+    return run

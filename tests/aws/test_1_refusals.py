@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Bad input stops provisioning with a clear message before any AWS resource exists."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _inventory(client) -> dict:
+    """Everything provisioning could create, as counts and names."""
+    ec2 = client("ec2")
+    live = ["pending", "running", "stopping", "stopped"]
+    reservations = ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": live}]
+    )["Reservations"]
+    return {
+        "instances": sum(len(r["Instances"]) for r in reservations),
+        "groups": sorted(g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]),
+        "keys": sorted(k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]),
+        "buckets": sorted(b["Name"] for b in client("s3").list_buckets()["Buckets"]),
+        "roles": sorted(r["RoleName"] for r in client("iam").list_roles()["Roles"]),
+        "addresses": len(ec2.describe_addresses()["Addresses"]),
+    }
+
+
+CASES = {
+    "unknown instance type": (
+        {"aws_host_instance_type": "t3.mega"},
+        "no price for instance type 't3.mega'",
+    ),
+    "region without prices": (
+        {"aws_host_region": "ap-south-2"},
+        "no prices for region 'ap-south-2'",
+    ),
+    "ssh open to the world": (
+        {"aws_host_admin_cidrs": ["198.51.100.7/32", "0.0.0.0/0"]},
+        "opens SSH to the whole Internet",
+    ),
+    "ssh open to the world (IPv6)": (
+        {"aws_host_admin_cidrs": ["::/0"]},
+        "opens SSH to the whole Internet",
+    ),
+    "not a network": (
+        {"aws_host_admin_cidrs": ["198.51.100.777/32"]},
+        "198.51.100.777/32",
+    ),
+    "missing key": (
+        {"aws_host_ssh_public_key_file": "/nonexistent/id_ed25519.pub"},
+        "No SSH public key at aws_host_ssh_public_key_file=/nonexistent/id_ed25519.pub",
+    ),
+    "budget too low": (
+        {"aws_host_monthly_budget_usd": 5},
+        "exceeds the budget of 5.00 USD/month",
+    ),
+    "no alert address": (
+        {"aws_host_alert_emails": []},
+        "aws_host_alert_emails",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_before_anything_exists(case, playbook, client):
+    overrides, message = CASES[case]
+    before = _inventory(client)
+    run = playbook("provision.yml", "-e", json.dumps(overrides))
+    assert run.rc != 0, run.output
+    assert message in run.output.replace("\n    ", " ").replace("\n", " "), run.output
+    assert _inventory(client) == before
+
+
+def test_ssh_from_anywhere_needs_the_override_only(playbook):
+    """The override lifts the refusal (checked in check mode: nothing is created)."""
+    run = playbook(
+        "provision.yml",
+        "--check",
+        "-e",
+        json.dumps(
+            {"aws_host_admin_cidrs": ["0.0.0.0/0"], "aws_host_allow_ssh_from_anywhere": True}
+        ),
+    )
+    assert "opens SSH to the whole Internet" not in run.output
+    assert "Discover | Read the account" in run.output, run.output

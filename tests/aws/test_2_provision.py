@@ -1,0 +1,249 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Provision the hobby tier on moto twice, then read every promise back with boto3."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from urllib.parse import parse_qs
+
+import pytest
+from conftest import REGION, ROOT, seed_image
+
+NAME = "prpm-hobby"
+LIVE = ["pending", "running", "stopping", "stopped"]
+
+
+def _instances(ec2) -> list[dict]:
+    res = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:Project", "Values": [NAME]},
+            {"Name": "instance-state-name", "Values": LIVE},
+        ]
+    )["Reservations"]
+    return [i for r in res for i in r["Instances"]]
+
+
+@pytest.fixture(scope="module")
+def zone(client) -> str:
+    """A public hosted zone the user already has (the record is optional)."""
+    client("route53").create_hosted_zone(Name="example.org", CallerReference="prpm-test")
+    return "example.org"
+
+
+@pytest.fixture(scope="module")
+def provisioned(playbook, zone):
+    extra = json.dumps({"aws_host_route53_zone": zone})
+    first = playbook("provision.yml", "-e", extra)
+    assert first.rc == 0, first.output
+    second = playbook("provision.yml", "-e", extra)
+    assert second.rc == 0, second.output
+    return first, second, extra
+
+
+@pytest.fixture(scope="module")
+def instance(provisioned, ec2) -> dict:
+    found = _instances(ec2)
+    assert len(found) == 1
+    return found[0]
+
+
+def test_first_run_changes_second_run_does_not(provisioned):
+    first, second = provisioned[:2]
+    assert first.changed() > 0
+    assert second.changed() == 0, second.output
+
+
+def test_exactly_one_instance_of_the_configured_type(instance, ec2):
+    assert instance["InstanceType"] == "t3.micro"
+    assert {t["Key"]: t["Value"] for t in instance["Tags"]} == {"Name": NAME, "Project": NAME}
+
+
+def test_debian_13_image_from_the_ssm_parameter(instance, client):
+    param = client("ssm").get_parameter(Name="/aws/service/debian/release/13/latest/amd64")
+    assert instance["ImageId"] == param["Parameter"]["Value"]
+
+
+def test_imdsv2_required_with_hop_limit_1(instance):
+    options = instance["MetadataOptions"]
+    assert options["HttpTokens"] == "required"
+    assert options["HttpPutResponseHopLimit"] == 1
+    assert options["HttpEndpoint"] == "enabled"
+
+
+def test_root_volume_is_encrypted_gp3_of_20_gib(instance, ec2):
+    root = next(
+        m for m in instance["BlockDeviceMappings"] if m["DeviceName"] == instance["RootDeviceName"]
+    )
+    volume = ec2.describe_volumes(VolumeIds=[root["Ebs"]["VolumeId"]])["Volumes"][0]
+    assert (volume["VolumeType"], volume["Encrypted"], volume["Size"]) == ("gp3", True, 20)
+    assert root["Ebs"]["DeleteOnTermination"] is True
+
+
+def test_credit_specification_standard_was_requested(instance, moto):
+    """moto answers 'standard' for every instance, so read the launch request itself."""
+    launches = moto.requests("RunInstances")
+    assert len(launches) == 1
+    body = parse_qs(launches[0])
+    assert body["CreditSpecification.CpuCredits"] == ["standard"]
+    assert body["MetadataOptions.HttpTokens"] == ["required"]
+
+
+def test_instance_runs_with_the_role_not_keys(instance, client):
+    profile = client("iam").get_instance_profile(InstanceProfileName=NAME)["InstanceProfile"]
+    assert instance["IamInstanceProfile"]["Arn"] == profile["Arn"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [NAME]
+    # No IAM user, hence no access key, is created for the host.
+    assert client("iam").list_users()["Users"] == []
+
+
+def test_security_group_rules_are_exact(instance, ec2):
+    group_id = instance["SecurityGroups"][0]["GroupId"]
+    group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+    rules = set()
+    for perm in group["IpPermissions"]:
+        key = (perm["IpProtocol"], perm["FromPort"], perm["ToPort"])
+        rules |= {(*key, r["CidrIp"]) for r in perm.get("IpRanges", [])}
+        rules |= {(*key, r["CidrIpv6"]) for r in perm.get("Ipv6Ranges", [])}
+    assert rules == {
+        ("tcp", 22, 22, "198.51.100.7/32"),
+        ("tcp", 22, 22, "2001:db8:7::/48"),
+        ("tcp", 80, 80, "0.0.0.0/0"),
+        ("tcp", 80, 80, "::/0"),
+        ("tcp", 443, 443, "0.0.0.0/0"),
+        ("tcp", 443, 443, "::/0"),
+        ("udp", 443, 443, "0.0.0.0/0"),
+        ("udp", 443, 443, "::/0"),
+    }
+
+
+def test_role_policy_is_the_backup_prefix_only(client):
+    iam = client("iam")
+    assume = iam.get_role(RoleName=NAME)["Role"]["AssumeRolePolicyDocument"]
+    assert assume["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    attached = iam.list_attached_role_policies(RoleName=NAME)["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [
+        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    ]
+    assert iam.list_role_policies(RoleName=NAME)["PolicyNames"] == ["backup-bucket"]
+    doc = iam.get_role_policy(RoleName=NAME, PolicyName="backup-bucket")["PolicyDocument"]
+    bucket = f"arn:aws:s3:::{NAME}-backups-123456789012-{REGION}"
+    resources, actions = set(), set()
+    for statement in doc["Statement"]:
+        assert statement["Effect"] == "Allow"
+        res = statement["Resource"]
+        resources |= {res} if isinstance(res, str) else set(res)
+        actions |= set(statement["Action"])
+    assert resources == {bucket, f"{bucket}/prpm/*"}
+    assert all(a.startswith("s3:") and "*" not in a for a in actions)
+    listing = next(s for s in doc["Statement"] if "s3:ListBucket" in s["Action"])
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["prpm/*"]}}
+
+
+def test_bucket_is_private_encrypted_versioned_tls_only(client):
+    s3 = client("s3")
+    bucket = f"{NAME}-backups-123456789012-{REGION}"
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert block == dict.fromkeys(
+        ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"], True
+    )
+    ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]
+    assert ownership["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    sse = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    assert sse["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    (deny,) = policy["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": 30
+    }
+    assert rules["abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": 7
+    }
+
+
+def test_elastic_ip_and_dns_point_at_the_host(instance, ec2, client, zone):
+    (address,) = ec2.describe_addresses(Filters=[{"Name": "tag:Project", "Values": [NAME]}])[
+        "Addresses"
+    ]
+    assert address["InstanceId"] == instance["InstanceId"]
+    zone_id = client("route53").list_hosted_zones_by_name(DNSName=zone)["HostedZones"][0]["Id"]
+    records = client("route53").list_resource_record_sets(HostedZoneId=zone_id)
+    a_records = [
+        r
+        for r in records["ResourceRecordSets"]
+        if r["Type"] == "A" and r["Name"].startswith("registry.")
+    ]
+    assert [[v["Value"] for v in r["ResourceRecords"]] for r in a_records] == [
+        [address["PublicIp"]]
+    ]
+
+
+def test_budget_alerts_by_email(client):
+    budgets = client("budgets")
+    budget = budgets.describe_budget(AccountId="123456789012", BudgetName=NAME)["Budget"]
+    assert float(budget["BudgetLimit"]["Amount"]) == 15.0
+    assert budget["TimeUnit"] == "MONTHLY"
+    notes = budgets.describe_notifications_for_budget(AccountId="123456789012", BudgetName=NAME)
+    assert {(n["NotificationType"], n["Threshold"]) for n in notes["Notifications"]} == {
+        ("ACTUAL", 80.0),
+        ("FORECASTED", 100.0),
+    }
+
+
+def test_alarms_recover_and_warn_on_credits(instance, client):
+    alarms = {
+        a["AlarmName"]: a
+        for a in client("cloudwatch").describe_alarms(AlarmNamePrefix=NAME)["MetricAlarms"]
+    }
+    assert set(alarms) == {f"{NAME}-auto-recover", f"{NAME}-cpu-credits-low"}
+    recover = alarms[f"{NAME}-auto-recover"]
+    assert recover["MetricName"] == "StatusCheckFailed_System"
+    assert f"arn:aws:automate:{REGION}:ec2:recover" in recover["AlarmActions"]
+    assert recover["Dimensions"] == [{"Name": "InstanceId", "Value": instance["InstanceId"]}]
+    credits = alarms[f"{NAME}-cpu-credits-low"]
+    assert (credits["MetricName"], credits["ComparisonOperator"]) == (
+        "CPUCreditBalance",
+        "LessThanThreshold",
+    )
+    topic = [a for a in credits["AlarmActions"] if a.startswith("arn:aws:sns:")]
+    subs = client("sns").list_subscriptions_by_topic(TopicArn=topic[0])["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subs] == [("email", "ops@example.org")]
+
+
+def test_newer_image_never_replaces_or_adds_a_host(provisioned, instance, playbook, ec2):
+    extra = provisioned[2]
+    newer = seed_image(
+        "/aws/service/debian/release/13/latest/amd64",
+        "debian-13-amd64-20261201-1",
+        "136693071363",
+    )
+    run = playbook("provision.yml", "-e", extra)
+    assert run.rc == 0, run.output
+    assert run.changed() == 0, run.output
+    (still,) = _instances(ec2)
+    assert still["InstanceId"] == instance["InstanceId"]
+    assert still["ImageId"] != newer
+
+
+def test_dynamic_inventory_finds_the_host(instance, moto):
+    env = dict(os.environ, **moto.env())
+    proc = subprocess.run(
+        ["ansible-inventory", "-i", str(ROOT / "inventories" / "aws"), "--list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+    inventory = json.loads(proc.stdout)
+    assert inventory["prpm_hosts"]["hosts"] == [NAME]
+    hostvars = inventory["_meta"]["hostvars"][NAME]
+    host = hostvars["ansible_host"]
+    host = host if isinstance(host, str) else host["__ansible_unsafe"]
+    assert host == instance["PublicIpAddress"]
+    assert "aws_controller" in inventory and "localhost" in inventory["aws_controller"]["hosts"]
