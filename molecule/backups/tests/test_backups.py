@@ -1,0 +1,265 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Backups that are proven: restic, off-host, restored, drilled, and loud when they fail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+import urllib3
+from conftest import HTTPS_PORT, run_playbook
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+urllib3.disable_warnings()
+BASE = f"https://localhost:{HTTPS_PORT}"
+COMPOSE = "docker compose -f /opt/prpm/compose.yaml -p prpm"
+TIMERS = ["db", "run", "check", "drill", "freshness"]
+REPO = "/var/backups/prpm/restic"
+
+
+def _get(path: str) -> requests.Response:
+    return requests.get(BASE + path, verify=False, timeout=10)  # noqa: S501
+
+
+def _snapshots(host, tag: str = "db") -> list[dict]:
+    """Snapshots of the local repository, read with restic itself."""
+    cmd = host.run(
+        f"RESTIC_PASSWORD_FILE=/etc/prpm-backup/restic-password restic -r {REPO} "
+        f"snapshots --json --tag {tag}"
+    )
+    assert cmd.rc == 0, cmd.stderr
+    return json.loads(cmd.stdout or "[]")
+
+
+def _live_count(host) -> str:
+    """Rows of the live packages table."""
+    return host.check_output(
+        f"{COMPOSE} exec -T postgres psql -U prpm -d prpm -Atc "  # noqa: S608
+        "'select count(*) from packages'"
+    )
+
+
+def _backup_cli(host, *args: str):
+    return host.run("/usr/local/sbin/prpm-backup " + " ".join(args))
+
+
+@pytest.fixture(scope="module")
+def packages() -> dict[str, bytes]:
+    """Packages written through the API (through Caddy), as the registry serves them back."""
+    written = {}
+    for i in range(12):
+        name = f"backup-pkg-{i}-{uuid.uuid4().hex[:6]}"
+        body = {"name": name, "version": f"1.{i}.0", "blob": os.urandom(64).hex(), "n": i}
+        resp = requests.put(
+            f"{BASE}/api/v1/packages/{name}",
+            json=body,
+            verify=False,  # noqa: S501
+            timeout=10,
+        )
+        assert resp.status_code in (200, 201), resp.text
+        written[name] = _get(f"/api/v1/packages/{name}").content
+    return written
+
+
+def test_timers_active_with_a_next_run(host):
+    for name in TIMERS:
+        timer = host.service(f"prpm-backup-{name}.timer")
+        assert timer.is_enabled and timer.is_running, name
+    listed = host.check_output("systemctl list-timers --all --no-pager 'prpm-backup-*'")
+    assert listed.count("prpm-backup-") >= len(TIMERS)
+
+
+def test_password_root_only_and_escrowed_encrypted(host):
+    pw_file = host.file("/etc/prpm-backup/restic-password")
+    assert (pw_file.user, pw_file.group, pw_file.mode) == ("root", "root", 0o600)
+    escrow_dir = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "escrow"
+    (escrow,) = escrow_dir.glob("*.restic-password.vault")
+    text = escrow.read_text()
+    assert text.startswith("$ANSIBLE_VAULT;") and ";AES256" in text.splitlines()[0]
+    secret = pw_file.content_string
+    leaked = secret in text
+    assert not leaked
+    plain = subprocess.run(
+        [
+            "ansible-vault",
+            "view",
+            "--vault-password-file",
+            str(escrow_dir / "vault-password"),
+            str(escrow),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # Compared as digests: a failing assertion must not print the password.
+    digest = hashlib.sha256
+    assert digest(plain.rstrip("\n").encode()).hexdigest() == digest(secret.encode()).hexdigest()
+
+
+def test_backup_then_lost_volume_then_restore_brings_every_package_back(host, packages):
+    before = len(_snapshots(host))
+    live = int(_live_count(host))
+    assert live >= len(packages)
+    run = run_playbook("backup.yml")
+    assert run.rc == 0, run.output
+    snaps = _snapshots(host)
+    assert len(snaps) == before + 1
+    assert f"rows:public.packages={live}" in snaps[-1]["tags"]
+    assert "rows:public.schema_migrations=1" in snaps[-1]["tags"]
+    files = _snapshots(host, "files")
+    assert files and "/opt/prpm" in files[-1]["paths"]
+    assert any("caddy_data" in p for p in files[-1]["paths"])
+
+    # Disaster: the database volume is gone.
+    host.check_output(f"{COMPOSE} stop registry postgres")
+    host.check_output(f"{COMPOSE} rm -f postgres")
+    host.check_output("docker volume rm prpm_pgdata")
+    host.check_output(f"{COMPOSE} up -d --wait postgres")
+    empty = host.check_output(
+        f"{COMPOSE} exec -T postgres psql -U prpm -d prpm -Atc "
+        "\"select coalesce(to_regclass('public.packages')::text, 'none')\""
+    )
+    assert empty == "none"
+
+    run = run_playbook("restore.yml")
+    assert run.rc == 0, run.output
+    assert "row counts match the snapshot" in run.output
+    assert _get("/health").json()["status"] == "ok"
+    for name, content in packages.items():
+        assert _get(f"/api/v1/packages/{name}").content == content, name
+
+
+def test_backup_with_postgres_stopped_fails_and_records_nothing(host):
+    before = len(_snapshots(host))
+    host.check_output(f"{COMPOSE} stop postgres")
+    try:
+        result = _backup_cli(host, "db")
+    finally:
+        host.check_output(f"{COMPOSE} up -d --wait postgres registry")
+    assert result.rc != 0
+    assert "prpm-backup db FAILED" in result.stderr
+    assert len(_snapshots(host)) == before
+
+
+def test_freshness_check_fails_when_the_newest_snapshot_is_too_old(host):
+    assert _backup_cli(host, "freshness").rc == 0
+    config = host.file("/etc/prpm-backup/config.json").content_string
+    strict = json.dumps(dict(json.loads(config), rpo_minutes=1))
+    newest = _snapshots(host)[-1]["time"]
+    host.check_output(
+        f"cp /etc/prpm-backup/config.json /root/config.json.saved && "
+        f"echo '{strict}' > /etc/prpm-backup/config.json"
+    )
+    try:
+        # The newest snapshot must be over a minute old for an RPO of 1 minute.
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            result = _backup_cli(host, "freshness")
+            if result.rc != 0:
+                break
+            time.sleep(5)
+    finally:
+        host.check_output("cp /root/config.json.saved /etc/prpm-backup/config.json")
+    assert result.rc != 0, newest
+    assert "older than the RPO of 1 min" in result.stderr
+    unit = host.run("systemctl start prpm-backup@freshness.service")
+    assert unit.rc == 0
+
+
+def test_drill_restores_into_a_throwaway_postgres_and_reports_rto(host):
+    live_before = _live_count(host)
+    run = run_playbook("drill.yml")
+    assert run.rc == 0, run.output
+    result = json.loads(host.file("/var/lib/prpm-backup/last-drill.json").content_string)
+    assert result["rows"] >= 12 and result["rto_seconds"] > 0
+    assert f"RTO {result['rto_seconds']} s" in run.output
+    assert "prpm-backup-drill" not in host.check_output("docker ps -a --format '{{.Names}}'")
+    live_after = _live_count(host)
+    assert live_after == live_before
+
+
+def test_drill_fails_on_a_corrupted_repository(host):
+    host.check_output(f"cp -a {REPO} /root/restic-pristine")
+    try:
+        packs = host.check_output(f"find {REPO}/data -type f").split()
+        assert packs
+        for pack in packs:
+            host.check_output(
+                f"dd if=/dev/urandom of={pack} bs=64 count=4 seek=1 conv=notrunc 2>/dev/null"
+            )
+        result = _backup_cli(host, "drill")
+        assert result.rc != 0
+        assert "prpm-backup drill FAILED" in result.stderr
+        assert "restic dump exited" in result.stderr, result.stderr
+        unit = host.run("systemctl start prpm-backup@drill.service")
+        assert unit.rc != 0
+        journal = host.check_output(
+            "journalctl -u prpm-backup@drill.service -n 30 --no-pager -o cat"
+        )
+        assert "FAILED" in journal
+    finally:
+        host.check_output(f"rm -rf {REPO} && mv /root/restic-pristine {REPO}")
+        host.run("systemctl reset-failed prpm-backup@drill.service")
+    assert _backup_cli(host, "check").rc == 0
+
+
+@pytest.fixture(scope="module")
+def moto_s3(host):
+    """moto in server mode on this machine, reachable from the instance through its gateway."""
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))  # noqa: S104 (the instance must reach it)
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="0.0.0.0", port=port, verbose=False)  # noqa: S104
+    server.start()
+    gateway = host.check_output("ip route show default").split()[2]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 (moto)
+    )
+    s3.create_bucket(Bucket="prpm-backups-test")
+    yield s3, f"s3:http://{gateway}:{port}/prpm-backups-test/prpm"
+    server.stop()
+
+
+def test_s3_repository_backs_up_off_host_and_drills(host, moto_s3):
+    s3, url = moto_s3
+    run = run_playbook(
+        "s3.yml",
+        extra_vars={
+            "backups_s3_repository": url,
+            "backups_s3_access_key_id": "testing",
+            "backups_s3_secret_access_key": "s3-secret-never-printed",
+        },
+    )
+    assert run.rc == 0, run.output
+    assert "s3-secret-never-printed" not in run.output
+    env = host.file("/etc/prpm-backup/s3.env")
+    assert env.mode == 0o600
+    result = _backup_cli(host, "db", "--repo", "s3")
+    assert result.rc == 0, result.stderr
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="prpm-backups-test")["Contents"]]
+    assert "prpm/config" in keys
+    assert any(k.startswith("prpm/snapshots/") for k in keys)
+    assert any(k.startswith("prpm/data/") for k in keys)
+    drill = _backup_cli(host, "drill", "--repo", "s3")
+    assert drill.rc == 0, drill.stderr
+    assert '"rto_seconds"' in drill.stdout
+
+
+def test_secrets_never_reach_output(host):
+    run = run_playbook("converge.yml", "-v")
+    assert run.rc == 0, run.output
+    leaked = host.file("/etc/prpm-backup/restic-password").content_string in run.output
+    assert not leaked
