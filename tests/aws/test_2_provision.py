@@ -57,7 +57,11 @@ def test_first_run_changes_second_run_does_not(provisioned):
 
 def test_exactly_one_instance_of_the_configured_type(instance, ec2):
     assert instance["InstanceType"] == "t3.micro"
-    assert {t["Key"]: t["Value"] for t in instance["Tags"]} == {"Name": NAME, "Project": NAME}
+    assert {t["Key"]: t["Value"] for t in instance["Tags"]} == {
+        "Name": NAME,
+        "Project": NAME,
+        "BackupBucket": f"{NAME}-backups-123456789012-{REGION}",
+    }
 
 
 def test_debian_13_image_from_the_ssm_parameter(instance, client):
@@ -246,4 +250,7 @@ def test_dynamic_inventory_finds_the_host(instance, moto):
     host = hostvars["ansible_host"]
     host = host if isinstance(host, str) else host["__ansible_unsafe"]
     assert host == instance["PublicIpAddress"]
+    bucket = hostvars["prpm_backup_bucket"]
+    bucket = bucket if isinstance(bucket, str) else bucket["__ansible_unsafe"]
+    assert bucket == f"{NAME}-backups-123456789012-{REGION}"
     assert "aws_controller" in inventory and "localhost" in inventory["aws_controller"]["hosts"]
