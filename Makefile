@@ -22,7 +22,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help setup venv docker images up down test lint unit aws sanity molecule clean
+.PHONY: help setup venv docker images up down test lint unit aws sanity molecule bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ sanity: setup ## ansible-test sanity only
 
 unit: setup ## Unit tests of the Python plugins
 	pytest tests/unit
+
+bench: setup images ## Benchmarks: cold/warm converge, footprint, request path -> docs/performance.md
+	python bench/run.py
 
 aws: setup ## AWS provisioning and teardown against moto in server mode (no AWS account)
 	pytest tests/aws
