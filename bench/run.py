@@ -378,6 +378,75 @@ def request_path() -> dict:
     return results
 
 
+# --- 5. backups of a ~200 MB database (issue: backups) -----------------------------------
+
+BACKUP_ROWS = int(os.environ.get("PRPM_BENCH_BACKUP_ROWS", "200000"))
+
+
+def backup_restore(container: str) -> dict:
+    """prpm-backup db + restore of a generated ~200 MB database, vs bare pg_dump | pg_restore."""
+    compose = "docker compose -f /opt/prpm/compose.yaml -p prpm"
+
+    def on_host(script: str) -> float:
+        start = time.monotonic()
+        sh(["docker", "exec", container, "sh", "-c", script])
+        return round(time.monotonic() - start, 1)
+
+    psql = f"{compose} exec -T postgres psql -v ON_ERROR_STOP=1 -U prpm -d prpm -Atc"
+    log(f"backups: generating {BACKUP_ROWS} rows of 1 KiB of random hex")
+    on_host(
+        f"{psql} 'DROP TABLE IF EXISTS bench_blob' && {psql} "  # noqa: S608 (fixed SQL)
+        "'CREATE TABLE bench_blob AS SELECT g AS id, (SELECT string_agg(md5(random()::text "
+        f"|| g::text || i::text), $$$$) FROM generate_series(1, 32) i) AS body FROM "
+        f"generate_series(1, {BACKUP_ROWS}) g'"
+    )
+    size = sh(
+        ["docker", "exec", container, "sh", "-c", f"{psql} \"SELECT pg_database_size('prpm')\""]
+    ).stdout.strip()
+    backup_s = on_host("/usr/local/sbin/prpm-backup db --repo local")
+    restore_s = on_host("/usr/local/sbin/prpm-backup restore --repo local")
+    bare_s = on_host(
+        f"{compose} exec -T postgres sh -c 'createdb -U prpm bench_scratch && "
+        "pg_dump -U prpm -Fc prpm | pg_restore -U prpm -d bench_scratch --no-owner && "
+        "dropdb -U prpm bench_scratch'"
+    )
+    # Leave the host as it was: no bench table, no 200 MB snapshot.
+    on_host(f"{psql} 'DROP TABLE bench_blob' && /usr/local/sbin/prpm-backup db --repo local")
+    snaps = json.loads(
+        sh(
+            [
+                "docker",
+                "exec",
+                container,
+                "sh",
+                "-c",
+                "RESTIC_PASSWORD_FILE=/etc/prpm-backup/restic-password restic -q "
+                "-r /var/backups/prpm/restic snapshots --json --tag db",
+            ]
+        ).stdout
+    )
+    big = [s["id"] for s in snaps if "rows:public.bench_blob=" + str(BACKUP_ROWS) in s["tags"]]
+    if big:
+        sh(
+            [
+                "docker",
+                "exec",
+                container,
+                "sh",
+                "-c",
+                "RESTIC_PASSWORD_FILE=/etc/prpm-backup/restic-password restic -q "
+                "-r /var/backups/prpm/restic forget --prune " + " ".join(big),
+            ]
+        )
+    return {
+        "rows": BACKUP_ROWS,
+        "database_mib": round(int(size) / 2**20, 1),
+        "backup_s": backup_s,
+        "restore_s": restore_s,
+        "bare_dump_restore_s": bare_s,
+    }
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -495,6 +564,25 @@ def render(r: dict) -> str:
         "responses out of all requests; a run with errors measures the errors, not the path.",
         "",
     ]
+    if "backups" in r:
+        b = r["backups"]
+        lines += [
+            "## 5. Backup and restore of a ~200 MB database",
+            "",
+            f"{b['rows']} rows of 1 KiB random hex in one table, database "
+            f"{b['database_mib']} MiB (`pg_database_size`), local repository:",
+            "",
+            "| Work | Seconds |",
+            "|---|---|",
+            f"| `prpm-backup db` (pg_dump -Fc through restic, row counts before and after) | "
+            f"{b['backup_s']} |",
+            f"| `prpm-backup restore` (stop registry, pg_restore --clean --single-transaction, "
+            f"verify counts, start registry) | {b['restore_s']} |",
+            f"| prpm-backup, both | {round(b['backup_s'] + b['restore_s'], 1)} |",
+            f"| bare `pg_dump -Fc \\| pg_restore` into a scratch database | "
+            f"{b['bare_dump_restore_s']} |",
+            "",
+        ]
     levers = ROOT / "bench" / "levers.md"
     if levers.exists():
         lines.append(levers.read_text())
@@ -502,6 +590,15 @@ def render(r: dict) -> str:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--backups-only"]:
+        # Re-measure section 5 on an existing converged host (default: the make up stand-in).
+        container = sys.argv[2] if len(sys.argv) > 2 else "prpm-hobby-standin"
+        results = json.loads(RESULTS.read_text())
+        results["backups"] = backup_restore(container)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        REPORT.write_text(render(results))
+        log(f"backups: {results['backups']}")
+        return 0
     for image in [HOST_IMAGE, WRK_IMAGE, *STACK_IMAGES]:
         if sh(["docker", "image", "inspect", image], check=False).returncode != 0:
             raise SystemExit(f"bench: image {image} is missing: run `make images`")
@@ -517,6 +614,7 @@ def main() -> int:
     results["footprint"] = footprint()
     log(f"host used {results['footprint']['host_used_mib']} MiB")
     results["requests"] = request_path()
+    results["backups"] = backup_restore(BENCH)
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     REPORT.write_text(render(results))
