@@ -412,8 +412,9 @@ def backup_restore(container: str) -> dict:
     )
     # Leave the host as it was: no bench table, no 200 MB snapshot.
     on_host(f"{psql} 'DROP TABLE bench_blob' && /usr/local/sbin/prpm-backup db --repo local")
-    snaps = json.loads(
-        sh(
+
+    def restic(args: str) -> str:
+        return sh(
             [
                 "docker",
                 "exec",
@@ -421,23 +422,14 @@ def backup_restore(container: str) -> dict:
                 "sh",
                 "-c",
                 "RESTIC_PASSWORD_FILE=/etc/prpm-backup/restic-password restic -q "
-                "-r /var/backups/prpm/restic snapshots --json --tag db",
+                f"-r /var/backups/prpm/restic {args}",
             ]
         ).stdout
-    )
+
+    snaps = json.loads(restic("snapshots --json --tag db"))
     big = [s["id"] for s in snaps if "rows:public.bench_blob=" + str(BACKUP_ROWS) in s["tags"]]
     if big:
-        sh(
-            [
-                "docker",
-                "exec",
-                container,
-                "sh",
-                "-c",
-                "RESTIC_PASSWORD_FILE=/etc/prpm-backup/restic-password restic -q "
-                "-r /var/backups/prpm/restic forget --prune " + " ".join(big),
-            ]
-        )
+        restic("forget --prune " + " ".join(big))
     return {
         "rows": BACKUP_ROWS,
         "database_mib": round(int(size) / 2**20, 1),
