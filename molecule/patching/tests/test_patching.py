@@ -1,0 +1,228 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""OS patching: unattended security upgrades, and health-gated patch runs that are measured.
+
+The instance has the whole stack (prepare) and prpm-canary 1.0 from a local apt repository; the
+tests publish newer versions of it to make an upgrade pending, then run playbooks/patch.yml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+from conftest import run_playbook
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+INSTANCE = f"prpm-{os.environ['MOLECULE_SCENARIO_NAME']}"
+COMPOSE = "docker compose -f /opt/prpm/compose.yaml -p prpm"
+REPO = "/var/backups/prpm/restic"
+
+
+def _canary(host) -> str:
+    return host.check_output("dpkg-query -W -f '${Version}' prpm-canary")
+
+
+def _publish(host, version: str, *flags: str) -> None:
+    host.check_output(
+        f"python3 /usr/local/lib/prpm-test/canary-repo.py {version} {' '.join(flags)}"
+    )
+
+
+def _snapshot_count(host) -> int:
+    out = host.check_output(
+        f"RESTIC_PASSWORD_FILE=/etc/prpm-backup/restic-password restic -r {REPO} "
+        "snapshots --json --tag db"
+    )
+    return len(json.loads(out or "[]"))
+
+
+def _healthy(host, wait: int = 0) -> dict:
+    cmd = host.run(f"/usr/local/sbin/prpm-patch health --wait {wait}")
+    return json.loads(cmd.stdout)
+
+
+def _started_at() -> str:
+    return subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.StartedAt}}", INSTANCE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def _patch(tmp_path: Path, **extra):
+    """playbooks/patch.yml, as users run it, on the instance put in the prpm_hosts group."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    groups = tmp_path / "groups.yml"
+    groups.write_text(yaml.safe_dump({"prpm_hosts": {"hosts": {INSTANCE: None}}}))
+    reports = tmp_path / "reports"
+    run = run_playbook(
+        str(PROJECT / "playbooks" / "patch.yml"),
+        "-i",
+        str(groups),
+        "-e",
+        f"@{PROJECT / 'molecule' / '_shared' / 'stack-vars.yml'}",
+        "-e",
+        f"@{SCENARIO / 'vars.yml'}",
+        extra_vars={"patching_report_dir": str(reports), **extra},
+    )
+    report_file = reports / f"{INSTANCE}.json"
+    report = json.loads(report_file.read_text()) if report_file.exists() else None
+    return run, report
+
+
+def test_unattended_upgrades_dry_run_with_security_origins_and_blocklist(host):
+    """unattended-upgrade itself reads the configuration and passes a dry run."""
+    cmd = host.run("unattended-upgrade --dry-run --debug")
+    out = cmd.stdout + cmd.stderr
+    assert cmd.rc == 0, out[-3000:]
+    origins = re.search(r"^Allowed origins are: (.*)$", out, re.M)
+    assert origins, out[-3000:]
+    assert origins.group(1).split(", ") == [
+        "origin=Debian,codename=trixie-security,label=Debian-Security",
+        "origin=Debian,codename=trixie,label=Debian-Security",
+    ]
+    blocklist = re.search(r"^Initial blacklist: (.*)$", out, re.M)
+    assert blocklist, out[-3000:]
+    entries = blocklist.group(1).split()
+    # Ours (vars.yml), then prpm.hobby.docker's: Docker is upgraded only in patch runs.
+    for pattern in ["^prpm-canary$", "^postgresql-", "docker\\.io$", "containerd$", "runc$"]:
+        assert pattern in entries, entries
+    config = host.check_output("apt-config dump Unattended-Upgrade")
+    assert 'Unattended-Upgrade::Automatic-Reboot "false";' in config
+    assert 'Unattended-Upgrade::Remove-Unused-Kernel-Packages "true";' in config
+    assert 'Unattended-Upgrade::MailReport "only-on-error";' in config
+    # The package's own origins (the whole release, not only security) were cleared.
+    assert 'label=Debian";' not in config
+    periodic = host.check_output("apt-config dump APT::Periodic")
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
+
+
+def test_security_suite_is_an_apt_source(host):
+    policy = host.check_output("apt-cache policy")
+    assert "trixie-security" in policy
+
+
+def test_timers_active_in_their_windows(host):
+    for timer in ["apt-daily.timer", "apt-daily-upgrade.timer", "prpm-patch.timer"]:
+        svc = host.service(timer)
+        assert svc.is_enabled, timer
+        assert svc.is_running, timer
+    show = host.check_output(
+        "systemctl show -p TimersCalendar -p RandomizedDelayUSec apt-daily-upgrade.timer"
+    )
+    assert "06:00:00" in show
+    assert "RandomizedDelayUSec=1h" in show
+    show = host.check_output(
+        "systemctl show -p TimersCalendar -p RandomizedDelayUSec prpm-patch.timer"
+    )
+    assert "Sun *-*-* 04:00:00 UTC" in show
+    assert "RandomizedDelayUSec=30min" in show
+    assert host.service("prpm-patch-post-boot.service").is_enabled
+
+
+def test_needrestart_restarts_without_asking_but_not_docker(host):
+    conf = host.file("/etc/needrestart/conf.d/50-prpm-hobby.conf").content_string
+    assert "$nrconf{restart} = 'a';" in conf
+    assert "$nrconf{override_rc}{qr(^docker)} = 0;" in conf
+    cmd = host.run("needrestart -r l -b")
+    assert cmd.rc == 0, cmd.stderr
+
+
+def test_unhealthy_stack_is_not_patched(host, tmp_path):
+    """Registry down before the run: clear error, no backup, no upgrade."""
+    assert _healthy(host, wait=180)["ok"], "the stack must be healthy before this test"
+    _publish(host, "2.0")
+    snapshots = _snapshot_count(host)
+    host.check_output(f"{COMPOSE} stop registry")
+    try:
+        run, report = _patch(tmp_path)
+        assert run.rc != 0, run.output[-3000:]
+        assert "is not healthy, so it was not patched and nothing was changed" in run.output
+        assert "'registry': 'exited'" in run.output
+        assert report is None
+        assert run.changed() == 0
+        assert _canary(host) == "1.0"
+        assert _snapshot_count(host) == snapshots
+    finally:
+        host.check_output(f"{COMPOSE} up --detach --no-recreate --no-deps registry")
+    assert _healthy(host, wait=120)["ok"]
+
+
+def test_patch_run_upgrades_the_pending_package(host, tmp_path):
+    assert _healthy(host, wait=180)["ok"], "the stack must be healthy before this test"
+    snapshots = _snapshot_count(host)
+    run, report = _patch(tmp_path)
+    assert run.rc == 0, run.output[-4000:]
+    assert report["result"] == "ok"
+    canary = [u for u in report["upgraded"] if u["name"] == "prpm-canary"]
+    assert canary == [{"name": "prpm-canary", "from": "1.0", "to": "2.0"}]
+    assert report["upgraded_count"] == len(report["upgraded"])
+    assert report["rebooted"] is False
+    assert report["probes"] > 0
+    assert report["unavailable_seconds"] == 0, report
+    assert _canary(host) == "2.0"
+    assert _snapshot_count(host) == snapshots + 1
+    assert _healthy(host)["ok"]
+    # Nothing pending any more: a second run changes nothing and takes no backup.
+    again, no_report = _patch(tmp_path / "again")
+    assert again.rc == 0, again.output[-3000:]
+    assert again.changed() == 0, again.output[-3000:]
+    assert "nothing to do" in again.output
+    assert no_report is None
+    assert _snapshot_count(host) == snapshots + 1
+
+
+def test_patch_run_reboots_when_required(host, tmp_path):
+    """A package asks for a reboot: the host restarts, the stack comes back, downtime measured."""
+    assert _healthy(host, wait=180)["ok"], "the stack must be healthy before this test"
+    _publish(host, "3.0", "--reboot-required")
+    before = _started_at()
+    run, report = _patch(tmp_path)
+    assert run.rc == 0, run.output[-4000:]
+    assert report["rebooted"] is True
+    assert any("reboot-required" in r and "prpm-canary" in r for r in report["reboot_reasons"])
+    assert report["reboot_still_required"] is False
+    assert _started_at() != before
+    assert 0 < report["unavailable_seconds"] < 60, report
+    assert report["failed_probes"] > 0
+    assert _canary(host) == "3.0"
+    assert not host.file("/run/reboot-required").exists
+    assert _healthy(host)["ok"]
+
+
+def test_scheduled_run_on_the_host(host):
+    """The host's own patch window: the same sequence, started by its timer's service."""
+    assert _healthy(host, wait=180)["ok"], "the stack must be healthy before this test"
+    _publish(host, "4.0")
+    cmd = host.run("systemctl start prpm-patch.service")
+    assert cmd.rc == 0, host.run("journalctl -u prpm-patch.service -n 40 --no-pager").stdout
+    last = json.loads(host.file("/var/lib/prpm-patch/last-run.json").content_string)
+    assert last["result"] == "ok", last
+    assert {"name": "prpm-canary", "from": "3.0", "to": "4.0"} in last["upgraded"]
+    assert last["rebooted"] is False
+    assert _canary(host) == "4.0"
+
+
+def test_post_boot_check_reports_an_unhealthy_stack(host):
+    """After a patch reboot, a stack that does not come back fails the check, loudly."""
+    host.check_output(
+        'echo \'{"since": 0, "reasons": ["test"]}\' > /var/lib/prpm-patch/reboot-pending.json'
+    )
+    host.check_output(f"{COMPOSE} pause registry")
+    try:
+        cmd = host.run("/usr/local/sbin/prpm-patch post-boot --timeout 10")
+    finally:
+        host.check_output(f"{COMPOSE} unpause registry")
+    assert cmd.rc == 1, cmd.stdout + cmd.stderr
+    assert "stack unhealthy after the patch reboot" in cmd.stderr
+    assert "registry=paused" in cmd.stderr
+    last = json.loads(host.file("/var/lib/prpm-patch/last-run.json").content_string)
+    assert last["result"] == "failed"
+    assert not host.file("/var/lib/prpm-patch/reboot-pending.json").exists
+    assert _healthy(host, wait=60)["ok"]
