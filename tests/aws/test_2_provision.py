@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from urllib.parse import parse_qs
 
@@ -254,3 +255,42 @@ def test_dynamic_inventory_finds_the_host(instance, moto):
     bucket = bucket if isinstance(bucket, str) else bucket["__ansible_unsafe"]
     assert bucket == f"{NAME}-backups-123456789012-{REGION}"
     assert "aws_controller" in inventory and "localhost" in inventory["aws_controller"]["hosts"]
+
+
+def _pre_patch_snapshots(ec2) -> list[dict]:
+    found = ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:Purpose", "Values": ["pre-patch"]}]
+    )["Snapshots"]
+    return sorted(found, key=lambda s: s["StartTime"])
+
+
+def test_pre_patch_snapshot_of_the_root_volume_with_retention(instance, playbook, ec2):
+    """patch.yml's AWS safety step: tagged snapshot of the root volume, old ones expire."""
+    root = next(
+        m["Ebs"]["VolumeId"]
+        for m in instance["BlockDeviceMappings"]
+        if m["DeviceName"] == instance["RootDeviceName"]
+    )
+    ids = []
+    for _run in range(2):
+        run = playbook("../tests/aws/snapshot.yml")
+        assert run.rc == 0, run.output
+        ids.append(re.search(r"snapshot=(snap-[0-9a-f]+)", run.output).group(1))
+    snaps = _pre_patch_snapshots(ec2)
+    assert [s["SnapshotId"] for s in snaps] == ids
+    tags = {t["Key"]: t["Value"] for t in snaps[0]["Tags"]}
+    assert tags == {
+        "Project": "prpm-hobby",
+        "Purpose": "pre-patch",
+        "Host": NAME,
+        "Name": f"{NAME}-pre-patch",
+        "CreatedBy": "prpm.hobby",
+    }
+    assert {s["VolumeId"] for s in snaps} == {root}
+    # Retention 0 days: every earlier pre-patch snapshot is deleted, the new one is kept.
+    run = playbook("../tests/aws/snapshot.yml", "-e", "patching_ebs_snapshot_retention_days=0")
+    assert run.rc == 0, run.output
+    newest = re.search(r"snapshot=(snap-[0-9a-f]+)", run.output).group(1)
+    assert [s["SnapshotId"] for s in _pre_patch_snapshots(ec2)] == [newest]
+    for snap in _pre_patch_snapshots(ec2):
+        ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
