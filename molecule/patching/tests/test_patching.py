@@ -73,6 +73,8 @@ def _patch(tmp_path: Path, **extra):
     )
     report_file = reports / f"{INSTANCE}.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else None
+    # Shown in the molecule log (verifier option -s): the figures of each run.
+    print(f"\npatch.yml rc={run.rc} changed={run.changed()} report={json.dumps(report)}")
     return run, report
 
 
