@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -209,6 +210,51 @@ def test_scheduled_run_on_the_host(host):
     assert {"name": "prpm-canary", "from": "3.0", "to": "4.0"} in last["upgraded"]
     assert last["rebooted"] is False
     assert _canary(host) == "4.0"
+
+
+def _container_state() -> dict:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{json .State}}", INSTANCE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def test_scheduled_run_reboots_and_the_post_boot_check_passes(host):
+    """The host's own run with a reboot required: stack stopped, reboot, post-boot check ok."""
+    assert _healthy(host, wait=180)["ok"], "the stack must be healthy before this test"
+    _publish(host, "5.0", "--reboot-required")
+    before = _started_at()
+    host.check_output("systemctl start --no-block prpm-patch.service")
+    # `systemctl reboot` in the container ends it (its PID 1 exits); what brings a real host
+    # back is its hypervisor, here this test: start the container again once it stopped.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = _container_state()
+        if state["StartedAt"] != before and state["Running"]:
+            break
+        if not state["Running"]:
+            subprocess.run(["docker", "start", INSTANCE], check=True, capture_output=True)
+        time.sleep(2)
+    assert _started_at() != before, "the scheduled run did not reboot the host"
+    last = {}
+    while time.monotonic() < deadline:
+        cmd = host.run("cat /var/lib/prpm-patch/last-run.json")
+        last = json.loads(cmd.stdout) if cmd.rc == 0 and cmd.stdout.strip() else {}
+        if "post_boot" in last:
+            break
+        time.sleep(3)
+    print(f"\nscheduled run with reboot: {json.dumps(last)}")
+    assert last.get("result") == "ok", last
+    assert last["rebooted"] is True
+    assert {"name": "prpm-canary", "from": "4.0", "to": "5.0"} in last["upgraded"]
+    assert last["post_boot"]["ok"] is True
+    assert not host.file("/var/lib/prpm-patch/reboot-pending.json").exists
+    assert not host.file("/run/reboot-required").exists
+    assert _canary(host) == "5.0"
+    assert _healthy(host)["ok"]
 
 
 def test_post_boot_check_reports_an_unhealthy_stack(host):
