@@ -18,11 +18,19 @@ ORDERED_SCENARIOS := $(filter smoke,$(SCENARIOS)) $(filter-out smoke,$(SCENARIOS
 SCENARIO ?=
 ANSIBLE_ARGS ?=
 
+# A PRPM checkout (the monorepo's root): `make up PRPM_SOURCE=...` deploys the real registry
+# built from it; `make test` runs the real-registry tests with it (skipped, and said so, without).
+PRPM_SOURCE ?=
+# Extra CA bundle npm trusts inside image builds (a TLS-intercepting proxy). Default: this
+# machine's own bundle, so builds trust what the controller trusts; empty turns it off.
+PRPM_EXTRA_CA_FILE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+export PRPM_SOURCE PRPM_EXTRA_CA_FILE
+
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help setup venv docker images up down test lint unit aws sanity molecule bench clean
+.PHONY: help setup venv docker images up check-source down test lint unit aws sanity molecule bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,8 +57,18 @@ docker: ## Make sure a Docker engine answers (installs and starts one on Debian 
 images: docker ## Build the host and stack images that are missing or stale
 	$(PYTHON) tools/images.py build all
 
-up: setup images ## Set up, then run site.yml on the local stand-in host
+up: setup check-source images ## Set up, then run site.yml on the local stand-in host [PRPM_SOURCE=checkout]
 	ansible-playbook site.yml $(ANSIBLE_ARGS)
+	@if [ -z "$(PRPM_SOURCE)" ]; then \
+	  echo "== make up deployed the registry FIXTURE (images/registry-fixture), not PRPM's registry."; \
+	  echo "   For the real registry: make up PRPM_SOURCE=/path/to/prpm (a PRPM checkout; docs/registry.md)"; \
+	else echo "== make up deployed the PRPM registry built from $(PRPM_SOURCE)"; fi
+
+# Bad input stops here, before anything changes (the role's module validates it fully).
+check-source:
+	@if [ -n "$(PRPM_SOURCE)" ] && [ ! -f "$(PRPM_SOURCE)/packages/registry/package.json" ]; then \
+	  echo "PRPM_SOURCE=$(PRPM_SOURCE) is not a PRPM checkout: $(PRPM_SOURCE)/packages/registry/package.json is missing" >&2; \
+	  exit 2; fi
 
 down: setup docker ## Remove the local stand-in host and its volumes
 	ansible-playbook playbooks/down.yml
@@ -58,7 +76,7 @@ down: setup docker ## Remove the local stand-in host and its volumes
 # The AWS tests (moto, ~6 min, no containers) run beside the molecule scenarios; their log is
 # printed at the end, and either failing fails the target.
 test: setup images lint unit ## Set up, then run every test
-	@mkdir -p .ansible
+	@mkdir -p .ansible && rm -f .ansible/test-summary.txt
 	@echo "== AWS tests on moto, beside molecule (log: .ansible/test-aws.log)"
 	@set +e; \
 	$(MAKE) --no-print-directory aws > .ansible/test-aws.log 2>&1 & aws_pid=$$!; \
@@ -66,6 +84,7 @@ test: setup images lint unit ## Set up, then run every test
 	wait $$aws_pid; aws_rc=$$?; \
 	echo "== AWS tests (ran beside molecule): exit $$aws_rc"; cat .ansible/test-aws.log; \
 	echo "== molecule: exit $$molecule_rc"; \
+	if [ -s .ansible/test-summary.txt ]; then echo "== Not run:"; cat .ansible/test-summary.txt; fi; \
 	test $$molecule_rc -eq 0 && test $$aws_rc -eq 0
 
 lint: setup ## yamllint, ansible-lint (production), ruff, ansible-test sanity
@@ -89,9 +108,12 @@ aws: setup ## AWS provisioning and teardown against moto in server mode (no AWS 
 	pytest tests/aws
 
 molecule: setup images ## Every molecule scenario, or one: make molecule SCENARIO=host
-	@scenarios="$(if $(SCENARIO),$(SCENARIO),$(ORDERED_SCENARIOS))"; \
+	@mkdir -p .ansible; scenarios="$(if $(SCENARIO),$(SCENARIO),$(ORDERED_SCENARIOS))"; \
 	test -n "$$scenarios" || { echo "no molecule scenario found" >&2; exit 1; }; \
 	for s in $$scenarios; do \
+	  if [ "$$s" = registry ] && [ -z "$(PRPM_SOURCE)" ]; then \
+	    echo "== molecule test -s registry SKIPPED: PRPM_SOURCE is not set (a PRPM checkout)" | tee -a .ansible/test-summary.txt; \
+	    continue; fi; \
 	  echo "== molecule test -s $$s"; \
 	  molecule test -s $$s; \
 	done

@@ -392,7 +392,7 @@ def backup_restore(container: str) -> dict:
         sh(["docker", "exec", container, "sh", "-c", script])
         return round(time.monotonic() - start, 1)
 
-    psql = f"{compose} exec -T postgres psql -v ON_ERROR_STOP=1 -U prpm -d prpm -Atc"
+    psql = f"{compose} exec -T postgres psql -v ON_ERROR_STOP=1 -U prpm -d prpm_registry -Atc"
     log(f"backups: generating {BACKUP_ROWS} rows of 1 KiB of random hex")
     on_host(
         f"{psql} 'DROP TABLE IF EXISTS bench_blob' && {psql} "  # noqa: S608 (fixed SQL)

@@ -20,6 +20,8 @@ EXAMPLE_VARS = {
     "registry_stack_domain": "registry.example.com",
     "registry_stack_acme_email": "ops@example.com",
     "registry_stack_registry_port": 3111,
+    "__registry_stack_local_storage": True,
+    "__registry_stack_storage_endpoint": "http://storage:9000",
 }
 
 
@@ -46,6 +48,15 @@ def test_localhost_uses_internal_ca_and_domain_uses_acme() -> None:
     assert "tls internal" not in public
     assert "email ops@example.com" in public
     assert "registry.example.com {" in public
+
+
+def test_local_storage_downloads_go_through_caddy_read_only() -> None:
+    local = render(EXAMPLE_VARS)
+    assert "handle_path /_storage/*" in local
+    assert "@read method GET HEAD" in local
+    assert "header_down Location http://storage:9000/ https://{hostport}/_storage/" in local
+    s3 = render({**EXAMPLE_VARS, "__registry_stack_local_storage": False})
+    assert "_storage" not in s3
 
 
 if __name__ == "__main__":

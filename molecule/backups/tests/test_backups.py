@@ -43,7 +43,7 @@ def _snapshots(host, tag: str = "db") -> list[dict]:
 def _live_count(host) -> str:
     """Rows of the live packages table."""
     return host.check_output(
-        f"{COMPOSE} exec -T postgres psql -U prpm -d prpm -Atc "  # noqa: S608
+        f"{COMPOSE} exec -T postgres psql -U prpm -d prpm_registry -Atc "  # noqa: S608
         "'select count(*) from packages'"
     )
 
@@ -125,7 +125,7 @@ def test_backup_then_lost_volume_then_restore_brings_every_package_back(host, pa
     host.check_output("docker volume rm prpm_pgdata")
     host.check_output(f"{COMPOSE} up -d --wait postgres")
     empty = host.check_output(
-        f"{COMPOSE} exec -T postgres psql -U prpm -d prpm -Atc "
+        f"{COMPOSE} exec -T postgres psql -U prpm -d prpm_registry -Atc "
         "\"select coalesce(to_regclass('public.packages')::text, 'none')\""
     )
     assert empty == "none"

@@ -1,0 +1,176 @@
+#!/usr/bin/python
+# Copyright (c) prpm.hobby maintainers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: registry_image
+short_description: Build the PRPM registry image from a PRPM checkout
+version_added: 0.2.0
+author: prpm.hobby maintainers (@prpm-hobby)
+description:
+  - Validates that O(checkout) is the root of the PRPM monorepo (workspaces, lockfile,
+    C(packages/registry) named C(@pr-pm/registry) with build, start and migrate scripts) and
+    refuses anything else before building.
+  - Names the image C(<repository>:<version>-<source>-r<recipe>): the registry's package
+    version, the upstream git commit (or C(src.<hash>) of the sources when the checkout is not a
+    clean git tree, e.g. an unpacked archive) and a hash of the build recipe. Deploys and
+    rollbacks therefore name real versions, and a changed source builds a new tag.
+  - Builds with the collection's own Dockerfile (Debian base, Node 20 and npm from Debian,
+    C(npm ci) of the types, converters and registry workspaces, a runtime stage without
+    compilers, non-root, tini as init) from a staged context, with the controller's Docker
+    engine. Skips the build when the tag exists with the same recipe label.
+  - Runs on the controller (C(delegate_to: localhost)).
+options:
+  checkout:
+    description: Root of a PRPM checkout (the monorepo, not C(packages/registry)).
+    type: path
+    required: true
+  repository:
+    description: Image repository; the module chooses the tag.
+    type: str
+    required: true
+  recipe_dir:
+    description: The Dockerfile and entry script (the role's C(files/registry-image)).
+    type: path
+    required: true
+  staging_dir:
+    description: Where the build context is staged (recreated on every build).
+    type: path
+    required: true
+  base_image:
+    description: Debian trixie image both stages start from.
+    type: str
+    default: debian:trixie-slim
+  extra_ca_file:
+    description:
+      - PEM bundle trusted by npm during the build, besides Debian's (a TLS-intercepting proxy).
+      - Empty for none.
+    type: path
+    default: ""
+  docker:
+    description: Docker CLI on the controller.
+    type: str
+    default: docker
+attributes:
+  check_mode:
+    description: Reports the tag and whether it would build, and builds nothing.
+    support: full
+  diff_mode:
+    description: No diff.
+    support: none
+  idempotent:
+    description: A second run with the same checkout and recipe builds nothing.
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Ensure the registry image is built from the PRPM checkout
+  prpm.hobby.registry_image:
+    checkout: ~/src/prpm
+    repository: localhost/prpm/registry
+    recipe_dir: "{{ role_path }}/files/registry-image"
+    staging_dir: ~/.cache/prpm-hobby/registry-build
+  delegate_to: localhost
+  register: registry_build
+"""
+
+RETURN = r"""
+image:
+  description: The image reference built (or found).
+  returned: success
+  type: str
+  sample: localhost/prpm/registry:0.1.0-d31b34dc44bc-r1a2b3c
+version:
+  description: The registry package's version.
+  returned: success
+  type: str
+  sample: 0.1.0
+source_id:
+  description: Upstream commit (12 hex) or C(src.<hash>) of the sources.
+  returned: success
+  type: str
+  sample: src.5d1e0f3a9b2c
+built:
+  description: Whether the image was built by this run (or would be, in check mode).
+  returned: success
+  type: bool
+build_seconds:
+  description: Wall time of the build (0 when skipped).
+  returned: success
+  type: float
+"""
+
+import time
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.prpm.hobby.plugins.module_utils._registry_build import (
+    CheckoutError,
+    build_image,
+    image_recipe,
+    read_checkout,
+    read_extra_ca,
+    recipe_hash,
+    stage_context,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "checkout": {"type": "path", "required": True},
+            "repository": {"type": "str", "required": True},
+            "recipe_dir": {"type": "path", "required": True},
+            "staging_dir": {"type": "path", "required": True},
+            "base_image": {"type": "str", "default": "debian:trixie-slim"},
+            "extra_ca_file": {"type": "path", "default": ""},
+            "docker": {"type": "str", "default": "docker"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    docker = module.get_bin_path(p["docker"], required=True)
+    try:
+        checkout = read_checkout(p["checkout"])
+        extra_ca = read_extra_ca(p["extra_ca_file"])
+        recipe_dir = Path(p["recipe_dir"])
+        recipe = recipe_hash(recipe_dir, extra_ca, p["base_image"])
+        ref = f"{p['repository']}:{checkout.tag(recipe)}"
+        result = {
+            "image": ref,
+            "version": checkout.version,
+            "source_id": checkout.source_id,
+            "built": False,
+            "build_seconds": 0.0,
+        }
+        if image_recipe(docker, ref) == recipe:
+            module.exit_json(changed=False, **result)
+        result["built"] = True
+        if module.check_mode:
+            module.exit_json(changed=True, **result)
+        started = time.monotonic()
+        staging = Path(p["staging_dir"])
+        stage_context(checkout, recipe_dir, extra_ca, staging)
+        build_image(
+            docker,
+            staging,
+            ref,
+            recipe,
+            {
+                "BASE_IMAGE": p["base_image"],
+                "PRPM_VERSION": checkout.version,
+                "PRPM_SOURCE_ID": checkout.source_id,
+            },
+        )
+        result["build_seconds"] = round(time.monotonic() - started, 1)
+    except CheckoutError as exc:
+        module.fail_json(msg=f"Cannot build the PRPM registry from '{p['checkout']}': {exc}")
+    module.exit_json(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()
