@@ -94,7 +94,7 @@ def signature(  # noqa: PLR0913, PLR0917 (the inputs of SigV4)
             hashlib.sha256(canonical_request.encode()).hexdigest(),
         ]
     )
-    date, region, service, _ = scope.split("/")
+    date, region, service = scope.split("/")[:3]
     return hmac.new(
         signing_key(secret, date, region, service), string_to_sign.encode(), hashlib.sha256
     ).hexdigest()
@@ -342,7 +342,7 @@ def make_handler(auth: Authenticator, store: Store) -> type[BaseHTTPRequestHandl
                 self.wfile.write(body)
 
         def _handle(self) -> None:
-            raw_path, _, raw_query = self.path.partition("?")
+            raw_path, _sep, raw_query = self.path.partition("?")
             try:
                 if raw_path == "/health" and self.command in ("GET", "HEAD"):
                     self._send(200, b'{"status":"ok"}', {"Content-Type": "application/json"})
@@ -364,7 +364,7 @@ def make_handler(auth: Authenticator, store: Store) -> type[BaseHTTPRequestHandl
                     hashlib.sha256(body).hexdigest(),
                     dt.datetime.now(dt.UTC),
                 )
-                bucket, _, key_enc = raw_path.lstrip("/").partition("/")
+                bucket, _sep, key_enc = raw_path.lstrip("/").partition("/")
                 key = unquote(key_enc)
                 self._dispatch(bucket, key, raw_query, headers, body)
             except S3Error as err:

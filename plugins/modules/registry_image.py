@@ -14,15 +14,15 @@ description:
   - Validates that O(checkout) is the root of the PRPM monorepo (workspaces, lockfile,
     C(packages/registry) named C(@pr-pm/registry) with build, start and migrate scripts) and
     refuses anything else before building.
-  - Names the image C(<repository>:<version>-<source>-r<recipe>): the registry's package
+  - Names the image C(<repository>:<version>-<source>-r<recipe>) after the registry's package
     version, the upstream git commit (or C(src.<hash>) of the sources when the checkout is not a
-    clean git tree, e.g. an unpacked archive) and a hash of the build recipe. Deploys and
-    rollbacks therefore name real versions, and a changed source builds a new tag.
+    clean git tree, such as an unpacked archive) and a hash of the build recipe. Deploys and
+    rollbacks therefore name real versions, and changed sources build a new tag.
   - Builds with the collection's own Dockerfile (Debian base, Node 20 and npm from Debian,
     C(npm ci) of the types, converters and registry workspaces, a runtime stage without
     compilers, non-root, tini as init) from a staged context, with the controller's Docker
     engine. Skips the build when the tag exists with the same recipe label.
-  - Runs on the controller (C(delegate_to: localhost)).
+  - Runs on the controller (delegated to localhost).
 options:
   checkout:
     description: Root of a PRPM checkout (the monorepo, not C(packages/registry)).

@@ -53,7 +53,8 @@ def test_localhost_uses_internal_ca_and_domain_uses_acme() -> None:
 def test_local_storage_downloads_go_through_caddy_read_only() -> None:
     local = render(EXAMPLE_VARS)
     assert "handle_path /_storage/*" in local
-    assert "@read method GET HEAD" in local
+    assert "@write not method GET HEAD" in local
+    assert "respond @write 405" in local
     assert "header_down Location http://storage:9000/ https://{hostport}/_storage/" in local
     s3 = render({**EXAMPLE_VARS, "__registry_stack_local_storage": False})
     assert "_storage" not in s3

@@ -239,7 +239,7 @@ def test_second_version_deploys_and_keeps_the_package(cli, host, tmp_path):
         "source-v2",
         lambda index: index.write_text(index.read_text() + "\n// prpm.hobby test: v2\n"),
     )
-    run = run_playbook("converge.yml", extra_vars={"registry_stack_build_context": str(v2)})
+    run = run_playbook("deploy.yml", extra_vars={"registry_stack_build_context": str(v2)})
     assert run.rc == 0, run.output[-3000:]
     after = _deployed_image(host)
     assert after != before and after.startswith("localhost/prpm/registry:0.")
@@ -252,7 +252,7 @@ def test_registry_that_fails_at_start_rolls_back_and_package_still_installs(cli,
         "source-broken", lambda index: index.write_text(index.read_text() + "\nprocess.exit(3);\n")
     )
     run = run_playbook(
-        "converge.yml",
+        "deploy.yml",
         extra_vars={
             "registry_stack_build_context": str(broken),
             "registry_stack_health_timeout": 45,
