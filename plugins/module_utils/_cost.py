@@ -139,6 +139,7 @@ class HobbyConfig:
     public_ipv4: bool = True
     snapshot_gb: float = 0.0
     backup_gb: float = 5.0
+    packages_gb: float = 1.0
     transfer_out_gb: float = 20.0
 
 
@@ -192,6 +193,7 @@ def estimate_hobby(cfg: HobbyConfig) -> Estimate:
     if cfg.public_ipv4:
         est.add("Public IPv4 address", PUBLIC_IPV4_PER_HOUR * HOURS_PER_MONTH)
     est.add(f"S3 backups {cfg.backup_gb:g} GB", cfg.backup_gb * prices["s3_gb_month"])
+    est.add(f"S3 packages {cfg.packages_gb:g} GB", cfg.packages_gb * prices["s3_gb_month"])
     est.add(f"Data transfer out {cfg.transfer_out_gb:g} GB", _transfer(cfg.transfer_out_gb))
     return est
 

@@ -14,7 +14,7 @@ description:
   - Turns the chosen configuration into a monthly cost table from a bundled, dated price table
     (on-demand list prices for us-east-1, us-west-2, eu-west-1 and eu-central-1)
     covering instance hours (730 h), EBS gp3, snapshots, the public IPv4 charge, S3 backup
-    storage and data transfer out.
+    storage, S3 package storage (the registry's package files) and data transfer out.
   - Also prices the tiers the hobby tier replaces (Elastic Beanstalk with ALB and RDS; ECS
     Fargate with ALB, NAT, RDS and ElastiCache) with the same table, for comparison.
   - Fails when the estimate exceeds O(budget_usd), unless O(allow_over_budget) is set.
@@ -44,6 +44,10 @@ options:
     description: Expected S3 backup storage in GB.
     type: float
     default: 5
+  packages_gb:
+    description: Expected S3 storage of the registry's package files in GB (S3 Standard).
+    type: float
+    default: 1
   transfer_out_gb:
     description: Expected data transfer out to the Internet in GB per month (100 GB are free).
     type: float
@@ -88,7 +92,7 @@ total:
   description: Monthly total in USD.
   returned: always
   type: float
-  sample: 12.95
+  sample: 12.97
 table:
   description: The same lines as printable text.
   returned: always
@@ -97,7 +101,7 @@ tiers:
   description: The seed analysis' tiers priced with the same table.
   returned: always
   type: dict
-  sample: {"hobby (t3.micro + compose)": 12.95}
+  sample: {"hobby (t3.micro + compose)": 12.97}
 prices_date:
   description: Date of the bundled price table.
   returned: always
@@ -125,6 +129,7 @@ def main() -> None:
             "public_ipv4": {"type": "bool", "default": True},
             "snapshot_gb": {"type": "float", "default": 0},
             "backup_gb": {"type": "float", "default": 5},
+            "packages_gb": {"type": "float", "default": 1},
             "transfer_out_gb": {"type": "float", "default": 20},
             "budget_usd": {"type": "float", "default": 0},
             "allow_over_budget": {"type": "bool", "default": False},
@@ -139,6 +144,7 @@ def main() -> None:
         public_ipv4=p["public_ipv4"],
         snapshot_gb=p["snapshot_gb"],
         backup_gb=p["backup_gb"],
+        packages_gb=p["packages_gb"],
         transfer_out_gb=p["transfer_out_gb"],
     )
     try:

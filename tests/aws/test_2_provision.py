@@ -14,6 +14,8 @@ from conftest import REGION, ROOT, seed_image
 
 NAME = "prpm-hobby"
 LIVE = ["pending", "running", "stopping", "stopped"]
+BACKUPS = f"{NAME}-backups-123456789012-{REGION}"
+PACKAGES = f"{NAME}-packages-123456789012-{REGION}"
 
 
 def _instances(ec2) -> list[dict]:
@@ -61,7 +63,8 @@ def test_exactly_one_instance_of_the_configured_type(instance, ec2):
     assert {t["Key"]: t["Value"] for t in instance["Tags"]} == {
         "Name": NAME,
         "Project": NAME,
-        "BackupBucket": f"{NAME}-backups-123456789012-{REGION}",
+        "BackupBucket": BACKUPS,
+        "PackagesBucket": PACKAGES,
     }
 
 
@@ -70,11 +73,16 @@ def test_debian_13_image_from_the_ssm_parameter(instance, client):
     assert instance["ImageId"] == param["Parameter"]["Value"]
 
 
-def test_imdsv2_required_with_hop_limit_1(instance):
+def test_imdsv2_required_with_hop_limit_2(instance, moto):
+    """Hop limit 2: the registry container (one hop further) reaches IMDSv2, tokens only."""
     options = instance["MetadataOptions"]
     assert options["HttpTokens"] == "required"
-    assert options["HttpPutResponseHopLimit"] == 1
+    assert options["HttpPutResponseHopLimit"] == 2
     assert options["HttpEndpoint"] == "enabled"
+    (launch,) = moto.requests("RunInstances")
+    body = parse_qs(launch)
+    assert body["MetadataOptions.HttpPutResponseHopLimit"] == ["2"]
+    assert body["MetadataOptions.HttpTokens"] == ["required"]
 
 
 def test_root_volume_is_encrypted_gp3_of_20_gib(instance, ec2):
@@ -123,6 +131,15 @@ def test_security_group_rules_are_exact(instance, ec2):
     }
 
 
+def _statements(doc: dict) -> list[dict]:
+    statements = doc["Statement"]
+    return [statements] if isinstance(statements, dict) else statements
+
+
+def _as_set(value) -> set[str]:
+    return {value} if isinstance(value, str) else set(value)
+
+
 def test_role_policy_is_the_backup_prefix_only(client):
     iam = client("iam")
     assume = iam.get_role(RoleName=NAME)["Role"]["AssumeRolePolicyDocument"]
@@ -131,14 +148,16 @@ def test_role_policy_is_the_backup_prefix_only(client):
     assert [p["PolicyArn"] for p in attached] == [
         "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
     ]
-    assert iam.list_role_policies(RoleName=NAME)["PolicyNames"] == ["backup-bucket"]
+    assert sorted(iam.list_role_policies(RoleName=NAME)["PolicyNames"]) == [
+        "backup-bucket",
+        "packages-bucket",
+    ]
     doc = iam.get_role_policy(RoleName=NAME, PolicyName="backup-bucket")["PolicyDocument"]
-    bucket = f"arn:aws:s3:::{NAME}-backups-123456789012-{REGION}"
+    bucket = f"arn:aws:s3:::{BACKUPS}"
     resources, actions = set(), set()
     for statement in doc["Statement"]:
         assert statement["Effect"] == "Allow"
-        res = statement["Resource"]
-        resources |= {res} if isinstance(res, str) else set(res)
+        resources |= _as_set(statement["Resource"])
         actions |= set(statement["Action"])
     assert resources == {bucket, f"{bucket}/prpm/*"}
     assert all(a.startswith("s3:") and "*" not in a for a in actions)
@@ -146,9 +165,49 @@ def test_role_policy_is_the_backup_prefix_only(client):
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["prpm/*"]}}
 
 
-def test_bucket_is_private_encrypted_versioned_tls_only(client):
+def test_role_policy_allows_the_packages_prefix_only(client):
+    """Objects under packages/ (get, put, delete) and listing that prefix; nothing else there."""
+    iam = client("iam")
+    doc = iam.get_role_policy(RoleName=NAME, PolicyName="packages-bucket")["PolicyDocument"]
+    bucket = f"arn:aws:s3:::{PACKAGES}"
+    grants = {
+        (frozenset(_as_set(s["Action"])), frozenset(_as_set(s["Resource"]))): s.get("Condition")
+        for s in _statements(doc)
+    }
+    assert all(s["Effect"] == "Allow" for s in _statements(doc))
+    assert all("NotAction" not in s and "NotResource" not in s for s in _statements(doc))
+    assert grants == {
+        (frozenset({"s3:ListBucket"}), frozenset({bucket})): {
+            "StringLike": {"s3:prefix": ["packages/*"]}
+        },
+        (
+            frozenset({"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}),
+            frozenset({f"{bucket}/packages/*"}),
+        ): None,
+    }
+    # No other policy of the role reaches the packages bucket or grants S3 broadly.
+    backup = iam.get_role_policy(RoleName=NAME, PolicyName="backup-bucket")["PolicyDocument"]
+    assert PACKAGES not in json.dumps(backup)
+    for attached in iam.list_attached_role_policies(RoleName=NAME)["AttachedPolicies"]:
+        policy = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
+        version = iam.get_policy_version(
+            PolicyArn=attached["PolicyArn"], VersionId=policy["DefaultVersionId"]
+        )["PolicyVersion"]["Document"]
+        version = json.loads(version) if isinstance(version, str) else version
+        for statement in _statements(version):
+            actions = _as_set(statement.get("Action", []))
+            assert not [a for a in actions if a == "*" or a.lower().startswith("s3:")], statement
+
+
+@pytest.mark.parametrize(
+    ("bucket", "noncurrent_days"),
+    [(BACKUPS, 30), (PACKAGES, 90)],
+    ids=["backups", "packages"],
+)
+def test_bucket_is_private_encrypted_versioned_tls_only(
+    provisioned, client, bucket, noncurrent_days
+):
     s3 = client("s3")
-    bucket = f"{NAME}-backups-123456789012-{REGION}"
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert block == dict.fromkeys(
         ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"], True
@@ -162,13 +221,17 @@ def test_bucket_is_private_encrypted_versioned_tls_only(client):
     (deny,) = policy["Statement"]
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert _as_set(deny["Resource"]) == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert set(rules) == {"expire-noncurrent-versions", "abort-incomplete-uploads"}
     assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {
-        "NoncurrentDays": 30
+        "NoncurrentDays": noncurrent_days
     }
     assert rules["abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"] == {
         "DaysAfterInitiation": 7
     }
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
+    assert tags == {"Project": NAME}
 
 
 def test_elastic_ip_and_dns_point_at_the_host(instance, ec2, client, zone):
@@ -251,10 +314,47 @@ def test_dynamic_inventory_finds_the_host(instance, moto):
     host = hostvars["ansible_host"]
     host = host if isinstance(host, str) else host["__ansible_unsafe"]
     assert host == instance["PublicIpAddress"]
-    bucket = hostvars["prpm_backup_bucket"]
-    bucket = bucket if isinstance(bucket, str) else bucket["__ansible_unsafe"]
-    assert bucket == f"{NAME}-backups-123456789012-{REGION}"
+    buckets = {
+        key: value if isinstance(value, str) else value["__ansible_unsafe"]
+        for key in ("prpm_backup_bucket", "prpm_packages_bucket")
+        for value in [hostvars[key]]
+    }
+    assert buckets == {"prpm_backup_bucket": BACKUPS, "prpm_packages_bucket": PACKAGES}
     assert "aws_controller" in inventory and "localhost" in inventory["aws_controller"]["hosts"]
+
+
+def test_registry_stores_packages_in_the_packages_bucket(instance, moto, settings):
+    """group_vars/prpm_hosts.yml: S3 storage, the tagged bucket, the region, no keys."""
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json", **moto.env())
+    wanted = [
+        "registry_stack_storage",
+        "registry_stack_s3_bucket",
+        "registry_stack_s3_region",
+        "registry_stack_s3_endpoint",
+        "registry_stack_s3_access_key_id",
+        "registry_stack_s3_secret_access_key",
+    ]
+    msg = "{{ {" + ", ".join(f"'{v}': {v}" for v in wanted) + "} }}"
+    cmd = ["ansible", NAME, "-i", str(ROOT / "inventories" / "aws"), "-e", f"@{settings}"]
+    proc = subprocess.run(
+        [*cmd, "-o", "-m", "ansible.builtin.debug", "-a", f"msg={msg}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # One line per host: "<host> | SUCCESS => {...}"
+    got = json.loads(proc.stdout.split("=>", 1)[1])["msg"]
+    assert got == {
+        "registry_stack_storage": "s3",
+        "registry_stack_s3_bucket": PACKAGES,
+        "registry_stack_s3_region": REGION,
+        "registry_stack_s3_endpoint": "",
+        "registry_stack_s3_access_key_id": "",
+        "registry_stack_s3_secret_access_key": "",
+    }
 
 
 def _pre_patch_snapshots(ec2) -> list[dict]:

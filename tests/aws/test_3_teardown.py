@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Teardown: confirmation required, final snapshot first, nothing tagged left, idempotent."""
+"""Teardown: confirmation required, final snapshot first, buckets kept unless asked, nothing
+tagged left, idempotent."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 NAME = "prpm-hobby"
-BUCKET = f"{NAME}-backups-123456789012-us-east-1"
-CONFIRM = json.dumps({"aws_host_teardown_confirm": NAME, "aws_host_teardown_delete_bucket": True})
+BUCKETS = [f"{NAME}-backups-123456789012-us-east-1", f"{NAME}-packages-123456789012-us-east-1"]
+CONFIRM = json.dumps({"aws_host_teardown_confirm": NAME})
+CONFIRM_DELETE = json.dumps(
+    {"aws_host_teardown_confirm": NAME, "aws_host_teardown_delete_bucket": True}
+)
 
 
 def _tagged(client) -> list[str]:
@@ -58,8 +62,13 @@ def test_teardown_refuses_without_confirmation(provisioned, playbook, client):
     assert _tagged(client) == before
 
 
+def _buckets(client) -> list[str]:
+    return sorted(b["Name"] for b in client("s3").list_buckets()["Buckets"] if b["Name"] in BUCKETS)
+
+
 @pytest.fixture(scope="module")
-def torn_down(provisioned, playbook, client):
+def kept(provisioned, playbook, client):
+    """The default teardown: everything but the final snapshot and the two buckets goes."""
     ec2 = client("ec2")
     (instance,) = [
         i
@@ -69,11 +78,25 @@ def torn_down(provisioned, playbook, client):
         for i in r["Instances"]
         if i["State"]["Name"] == "running"
     ]
-    first = playbook("teardown.yml", "-e", CONFIRM)
+    assert _buckets(client) == BUCKETS
+    run = playbook("teardown.yml", "-e", CONFIRM)
+    assert run.rc == 0, run.output
+    return instance, run
+
+
+def test_default_teardown_keeps_the_backup_and_packages_buckets(kept, client):
+    assert _buckets(client) == BUCKETS
+    assert "backup and packages buckets: kept" in kept[1].output
+
+
+@pytest.fixture(scope="module")
+def torn_down(kept, playbook):
+    """Then the delete switch removes both buckets; once more changes nothing."""
+    first = playbook("teardown.yml", "-e", CONFIRM_DELETE)
     assert first.rc == 0, first.output
-    second = playbook("teardown.yml", "-e", CONFIRM)
+    second = playbook("teardown.yml", "-e", CONFIRM_DELETE)
     assert second.rc == 0, second.output
-    return instance, first, second
+    return kept[0], first, second
 
 
 def test_final_snapshot_of_the_root_volume_first(torn_down, client):
@@ -107,10 +130,12 @@ def test_untagged_resources_are_gone_too(torn_down, client):
     assert not [t for t in topics if t.endswith(f":{NAME}-alarms")]
     budgets = client("budgets").describe_budgets(AccountId="123456789012").get("Budgets", [])
     assert [b["BudgetName"] for b in budgets] == []
-    assert BUCKET not in [b["Name"] for b in client("s3").list_buckets()["Buckets"]]
+    assert _buckets(client) == []
 
 
-def test_second_teardown_changes_nothing(torn_down):
+def test_second_teardown_changes_nothing(kept, torn_down):
     first, second = torn_down[1:]
-    assert first.changed() > 0
+    assert kept[1].changed() > 0
+    assert first.changed() > 0  # the two buckets
+    assert "backup and packages buckets: deleted" in first.output
     assert second.changed() == 0, second.output

@@ -18,23 +18,46 @@ from ansible_collections.prpm.hobby.plugins.module_utils._cost import (
     ("cfg", "expected_total"),
     [
         # 0.0104*730=7.592 -> 7.59; 20*0.08=1.60; 0.005*730=3.65; 5*0.023=0.115 -> 0.11
-        # (0.115 is 0.11499... in binary); 20 GB out is inside the free 100 GB -> 0.
-        (HobbyConfig(), 7.59 + 1.60 + 3.65 + 0.11 + 0.0),
-        # no public IPv4, 30 GB disk, 150 GB out: 7.59 + 2.40 + 0.11 + (150-100)*0.09=4.50
+        # (0.115 is 0.11499... in binary); packages 1*0.023 -> 0.02;
+        # 20 GB out is inside the free 100 GB -> 0.
+        (HobbyConfig(), 7.59 + 1.60 + 3.65 + 0.11 + 0.02 + 0.0),
+        # no public IPv4, 30 GB disk, 150 GB out: 7.59 + 2.40 + 0.11 + 0.02 + (150-100)*0.09=4.50
         (
             HobbyConfig(root_volume_gb=30, public_ipv4=False, transfer_out_gb=150),
-            7.59 + 2.40 + 0.11 + 4.50,
+            7.59 + 2.40 + 0.11 + 0.02 + 4.50,
         ),
         # eu-central-1 t4g.micro: 0.0096*730=7.008 -> 7.01; 20*0.0952=1.904 -> 1.90; 3.65;
-        # 5*0.0245=0.1225 -> 0.12; snapshots 10*0.054=0.54
+        # 5*0.0245=0.1225 -> 0.12; packages 1*0.0245 -> 0.02; snapshots 10*0.054=0.54
         (
             HobbyConfig(region="eu-central-1", instance_type="t4g.micro", snapshot_gb=10),
-            7.01 + 1.90 + 0.54 + 3.65 + 0.12,
+            7.01 + 1.90 + 0.54 + 3.65 + 0.12 + 0.02,
         ),
+        # 50 GB of packages: 50*0.023=1.15 on top of the defaults' other lines
+        (HobbyConfig(packages_gb=50), 7.59 + 1.60 + 3.65 + 0.11 + 1.15),
+        # no packages at all: the line prices 0
+        (HobbyConfig(packages_gb=0), 7.59 + 1.60 + 3.65 + 0.11),
     ],
 )
 def test_hobby_total(cfg: HobbyConfig, expected_total: float) -> None:
     assert estimate_hobby(cfg).total == pytest.approx(expected_total, abs=0.005)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "item", "usd"),
+    [
+        # Package files are priced like backups: S3 Standard of the region's table.
+        (HobbyConfig(), "S3 packages 1 GB", 0.02),
+        (HobbyConfig(packages_gb=50), "S3 packages 50 GB", 1.15),
+        (HobbyConfig(packages_gb=2.5), "S3 packages 2.5 GB", 0.06),  # 0.0575 -> 0.06
+        (HobbyConfig(region="eu-central-1", packages_gb=100), "S3 packages 100 GB", 2.45),
+        (HobbyConfig(packages_gb=0), "S3 packages 0 GB", 0.0),
+    ],
+)
+def test_packages_storage_line(cfg: HobbyConfig, item: str, usd: float) -> None:
+    lines = dict(estimate_hobby(cfg).lines)
+    assert lines[item] == pytest.approx(usd)
+    # Backups keep their own line beside it.
+    assert any(name.startswith("S3 backups ") for name in lines)
 
 
 def test_hobby_lines_name_what_they_price() -> None:
@@ -75,4 +98,10 @@ def test_unpriced_configuration(cfg: HobbyConfig, message: str) -> None:
 def test_table_has_total() -> None:
     table = render_table(estimate_hobby(HobbyConfig()))
     assert table.splitlines()[-2].startswith("Total per month")
-    assert "12.95 USD" in table
+    assert "12.97 USD" in table
+    assert "S3 packages 1 GB" in table
+
+
+def test_hobby_tier_comparison_includes_packages() -> None:
+    tiers = estimate_tiers("us-east-1", 20)
+    assert tiers["hobby (t3.micro + compose)"] == estimate_hobby(HobbyConfig()).total == 12.97

@@ -18,10 +18,28 @@ def run(args: dict, capsys) -> tuple[int, dict]:
 def test_within_budget(capsys) -> None:
     code, result = run({"budget_usd": 15}, capsys)
     assert code == 0
-    assert result["total"] == pytest.approx(12.95)
+    assert result["total"] == pytest.approx(12.97)
     assert result["changed"] is False
     assert "Total per month" in result["table"]
     assert result["tiers"]["hobby (t3.micro + compose)"] == result["total"]
+
+
+@pytest.mark.parametrize(
+    ("args", "line", "total"),
+    [
+        # packages_gb defaults to 1 GB of S3 Standard (0.023 -> 0.02).
+        ({}, {"item": "S3 packages 1 GB", "usd": 0.02}, 12.97),
+        # 40 GB: 0.92 instead of 0.02, in the line and in the total.
+        ({"packages_gb": 40}, {"item": "S3 packages 40 GB", "usd": 0.92}, 13.87),
+        ({"packages_gb": 0}, {"item": "S3 packages 0 GB", "usd": 0.0}, 12.95),
+    ],
+)
+def test_packages_storage(capsys, args: dict, line: dict, total: float) -> None:
+    code, result = run(args, capsys)
+    assert code == 0
+    assert line in result["lines"]
+    assert result["total"] == pytest.approx(total)
+    assert line["item"] in result["table"]
 
 
 @pytest.mark.parametrize(
@@ -29,6 +47,9 @@ def test_within_budget(capsys) -> None:
     [
         ({"budget_usd": 10}, 1, "exceeds the budget of 10.00 USD/month"),
         ({"budget_usd": 10, "allow_over_budget": True}, 0, None),
+        # 12.95 without packages fits 13; 10 GB of packages (0.23) push it to 13.18.
+        ({"budget_usd": 13, "packages_gb": 10}, 1, "estimate of 13.18 USD/month exceeds"),
+        ({"budget_usd": 13.18, "packages_gb": 10}, 0, None),
         ({"region": "mars-1"}, 1, "no prices for region 'mars-1'"),
         ({"instance_type": "m9.huge"}, 1, "no price for instance type 'm9.huge'"),
     ],
