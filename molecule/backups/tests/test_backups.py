@@ -118,6 +118,10 @@ def test_backup_then_lost_volume_then_restore_brings_every_package_back(host, pa
     files = _snapshots(host, "files")
     assert files and "/opt/prpm" in files[-1]["paths"]
     assert any("caddy_data" in p for p in files[-1]["paths"])
+    # The local package storage's files follow every database snapshot.
+    stored = _snapshots(host, "packages")
+    assert stored and stored[-1]["paths"] == ["/var/lib/docker/volumes/prpm_packages/_data"]
+    assert stored[-1]["time"] >= snaps[-1]["time"]
 
     # Disaster: the database volume is gone.
     host.check_output(f"{COMPOSE} stop registry postgres")

@@ -8,12 +8,11 @@ each builds on the state the previous one left (a user, a published package, a b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import ssl
-import subprocess
+import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -22,9 +21,12 @@ from pathlib import Path
 import pytest
 from conftest import HTTPS_PORT, run_playbook
 
+PROJECT_ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+sys.path.insert(0, str(PROJECT_ROOT / "tools"))
+import prpm_cli  # noqa: E402 (tools/ is not a package)
+
 SOURCE = Path(os.environ.get("PRPM_SOURCE", ""))
 URL = f"https://localhost:{HTTPS_PORT}"
-PROJECT_ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 WORK = PROJECT_ROOT / ".ansible" / "registry-scenario"
 COMPOSE = "docker compose --project-directory /opt/prpm"
 USER = "molecule-user"
@@ -45,101 +47,25 @@ def sh(host, command: str) -> str:
 @pytest.fixture(scope="module")
 def ca_bundle(host) -> Path:
     """This machine's CA bundle plus Caddy's local root CA, for the CLI (Node) and urllib."""
-    root = sh(host, f"{COMPOSE} exec -T caddy cat /data/caddy/pki/authorities/local/root.crt")
-    WORK.mkdir(parents=True, exist_ok=True)
-    bundle = WORK / "ca-bundle.pem"
-    system = Path("/etc/ssl/certs/ca-certificates.crt")
-    bundle.write_text(
-        (system.read_text() if system.exists() else "") + "\n" + root, encoding="utf-8"
-    )
-    return bundle
-
-
-def cli_build_dir() -> Path:
-    """The CLI built from a copy of the checkout, reused while the checkout is unchanged."""
-    digest = hashlib.sha256()
-    for rel in ("package-lock.json", "packages/cli/package.json", "packages/cli/src"):
-        path = SOURCE / rel
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            digest.update(str(file.relative_to(SOURCE)).encode() + file.read_bytes())
-    target = WORK / f"cli-{digest.hexdigest()[:12]}"
-    entry = target / "packages" / "cli" / "dist" / "index.js"
-    if entry.exists():
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(
-        SOURCE, target, ignore=shutil.ignore_patterns("node_modules", "dist", ".git"), symlinks=True
-    )
-    workspaces = [
-        "packages/types",
-        "packages/converters",
-        "packages/registry-client",
-        "packages/cli",
-    ]
-    npm = ["npm", "--no-audit", "--no-fund", "--no-update-notifier"]
-    flags = [arg for ws in workspaces for arg in ("-w", ws)]
-    subprocess.run([*npm, "ci", *flags], cwd=target, check=True, capture_output=True)
-    for ws in workspaces:
-        subprocess.run(
-            [*npm, "run", "build", "-w", ws], cwd=target, check=True, capture_output=True
-        )
-    assert entry.exists()
-    return target
+    root = sh(host, f"{COMPOSE} exec -T caddy cat {prpm_cli.CADDY_ROOT}")
+    return prpm_cli.ca_bundle(root, WORK / "ca-bundle.pem")
 
 
 @pytest.fixture(scope="module")
-def cli(ca_bundle, tmp_path_factory):
-    """Run `prpm` as a user on this machine: its own HOME (~/.prpmrc), the registry URL."""
-    build = cli_build_dir()
-    home = tmp_path_factory.mktemp("prpm-home")
-
-    def run(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        env = dict(
-            os.environ,
-            HOME=str(home),
-            PRPM_REGISTRY_URL=URL,
-            NODE_EXTRA_CA_CERTS=str(ca_bundle),
-            PRPM_TELEMETRY_DISABLED="1",
-            NO_COLOR="1",
-        )
-        proc = subprocess.run(
-            ["node", str(build / "packages" / "cli" / "dist" / "index.js"), *args],
-            cwd=cwd or home,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if check:
-            assert proc.returncode == 0, (
-                f"prpm {' '.join(args)}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
-
-    run.home = home  # type: ignore[attr-defined]
-    return run
+def cli(ca_bundle, tmp_path_factory) -> prpm_cli.Client:
+    """PRPM's CLI built from the same checkout, run as a user on this machine."""
+    entry = prpm_cli.build(SOURCE, WORK)
+    return prpm_cli.Client(entry, URL, tmp_path_factory.mktemp("prpm-home"), ca_bundle)
 
 
-def api(ca_bundle: Path, path: str, body: dict | None = None, token: str = "") -> tuple[int, dict]:
-    # Only the scenario's own https://localhost URL.
-    req = urllib.request.Request(f"{URL}{path}", method="POST" if body is not None else "GET")  # noqa: S310
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    data = json.dumps(body).encode() if body is not None else None
-    ctx = ssl.create_default_context(cafile=str(ca_bundle))
-    try:
-        with urllib.request.urlopen(req, data=data, context=ctx, timeout=30) as resp:  # noqa: S310
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+def ok(proc) -> str:
+    assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
 
 
 def install_and_read(cli, tmp_path: Path) -> bytes:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    cli("install", f"@{USER}/{PACKAGE}", cwd=tmp_path)
+    ok(cli.run("install", f"@{USER}/{PACKAGE}", cwd=tmp_path))
     found = list(tmp_path.rglob(f"{PACKAGE}*.md"))
     assert found, (
         f"prpm install wrote no {PACKAGE}*.md under {tmp_path}: {list(tmp_path.rglob('*'))}"
@@ -148,7 +74,7 @@ def install_and_read(cli, tmp_path: Path) -> bytes:
 
 
 def test_health_reports_database_and_redis(ca_bundle):
-    status, body = api(ca_bundle, "/health")
+    status, body = prpm_cli.api(URL, "/health", ca_bundle)
     assert status == 200, body
     assert body["status"] == "ok"
     assert body["services"]["database"] == "ok" and body["services"]["redis"] == "ok", body
@@ -173,34 +99,16 @@ def test_runs_the_image_built_from_the_checkout(host):
     )
 
 
-def test_register_publish_search_info_install(cli, ca_bundle, tmp_path):
-    status, body = api(
-        ca_bundle,
-        "/api/v1/auth/register",
-        {"username": USER, "email": f"{USER}@example.org", "password": "hobby-pass-123"},
-    )
-    assert status in (200, 201), body
-    rc = {"registryUrl": URL, "token": body["token"], "username": USER, "telemetryEnabled": False}
-    (cli.home / ".prpmrc").write_text(json.dumps(rc), encoding="utf-8")
+def test_register_publish_search_info_install(cli, tmp_path):
+    cli.register(USER, "hobby-pass-123")
     package = tmp_path / "pkg"
-    package.mkdir()
-    (package / f"{PACKAGE}.md").write_text(CONTENT, encoding="utf-8")
-    manifest = {
-        "name": PACKAGE,
-        "version": "1.0.0",
-        "description": "Rules for running a hobby registry.",
-        "format": "generic",
-        "files": [f"{PACKAGE}.md"],
-    }
-    (package / "prpm.json").write_text(json.dumps(manifest), encoding="utf-8")
-    cli("publish", cwd=package)
-    search = cli("search", PACKAGE)
-    assert PACKAGE in search.stdout, search.stdout
-    info = cli("info", f"@{USER}/{PACKAGE}")
-    assert "1.0.0" in info.stdout, info.stdout
+    ok(cli.publish(package, PACKAGE, "1.0.0", {f"{PACKAGE}.md": CONTENT}))
+    assert PACKAGE in ok(cli.run("search", PACKAGE))
+    assert "1.0.0" in ok(cli.run("info", f"@{USER}/{PACKAGE}"))
     assert install_and_read(cli, tmp_path / "install") == CONTENT.encode()
-    again = cli("publish", cwd=package, check=False)
-    assert again.returncode != 0 and "already exists" in (again.stdout + again.stderr).lower()
+    again = cli.run("publish", cwd=package)
+    assert again.returncode != 0
+    assert "already exists" in (again.stdout + again.stderr).lower()
 
 
 def test_package_file_is_in_local_storage_and_downloads_need_a_signature(host, ca_bundle):
@@ -212,7 +120,11 @@ def test_package_file_is_in_local_storage_and_downloads_need_a_signature(host, c
     key = f"prpm-packages/packages/%40{USER}/{PACKAGE}/1.0.0/package.tar.gz"
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{URL}/_storage/{key}", context=ctx, timeout=10)  # noqa: S310
-    assert err.value.code == 403
+    assert err.value.code == 403  # unsigned: the storage service refuses it
+    put = urllib.request.Request(f"{URL}/_storage/{key}", data=b"x", method="PUT")  # noqa: S310
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(put, context=ctx, timeout=10)  # noqa: S310
+    assert err.value.code == 405  # Caddy lets reads through only
 
 
 def _source_copy(name: str, edit) -> Path:

@@ -106,7 +106,9 @@ def test_secret_files_root_only(host):
     for path in (
         "/opt/prpm/secrets/postgres_password",
         "/opt/prpm/secrets/jwt_secret",
+        "/opt/prpm/secrets/storage_secret_key",
         "/opt/prpm/registry.env",
+        "/opt/prpm/storage.env",
     ):
         secret = host.file(path)
         assert secret.user == "root" and secret.mode == 0o600, path
@@ -117,7 +119,7 @@ def test_every_container_has_a_memory_limit(host):
     ids = host.check_output(
         f"docker ps -q --filter label=com.docker.compose.project={PROJECT}"
     ).split()
-    assert len(ids) == 4
+    assert len(ids) == 5  # postgres, redis, storage, registry, caddy
     for cid in ids:
         limit = int(host.check_output(f"docker inspect -f '{{{{.HostConfig.Memory}}}}' {cid}"))
         assert 0 < limit <= 256 * 1024 * 1024
@@ -126,7 +128,7 @@ def test_every_container_has_a_memory_limit(host):
 def test_secrets_never_reach_output(host):
     secrets = [
         host.file(f"/opt/prpm/secrets/{n}").content_string.strip()
-        for n in ("postgres_password", "jwt_secret")
+        for n in ("postgres_password", "jwt_secret", "storage_secret_key")
     ]
     run = run_playbook("converge.yml", "-v")
     assert run.rc == 0, run.output[-3000:]
@@ -153,10 +155,18 @@ def test_secrets_never_reach_output(host):
                     "registry": "256m",
                     "migrate": "128m",
                     "caddy": "64m",
+                    "storage": "48m",
                 }
             },
             "exceeds the host's 1024 MiB",
         ),
+        ({"registry_stack_payments_enabled": True}, "registry_stack_payments_enabled needs"),
+        (
+            {"registry_stack_ai_enabled": True},
+            "registry_stack_ai_enabled needs registry_stack_openai_api_key",
+        ),
+        ({"registry_stack_s3_bucket": "Not_A_Bucket"}, "must be a valid S3 bucket name"),
+        ({"registry_stack_database_sslmode": "sometimes"}, "must be one of: disable"),
     ],
 )
 def test_bad_input_fails_before_any_change(host, extra_vars, message):
