@@ -61,8 +61,7 @@ def build() -> dict:
     checkout = rb.read_checkout(str(SOURCE))
     tag = "localhost/prpm-bench/registry:build"
     with tempfile.TemporaryDirectory(prefix="prpm-bench-build-") as tmp:
-        context = Path(tmp) / "ctx"
-        rb.stage_context(checkout, RECIPE, extra_ca, context)
+        context = rb.stage_context(checkout, RECIPE, extra_ca, Path(tmp) / "staging")
         cold = _timed_build(context, tag, no_cache=True)
         index = context / "sources" / "packages" / "registry" / "src" / "index.ts"
         index.write_text(index.read_text() + "\n// prpm.hobby bench: a source change\n")

@@ -10,7 +10,8 @@ files), each with a JSON sidecar for its metadata, written atomically.
 
 Environment: STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY (or STORAGE_SECRET_KEY_FILE),
 STORAGE_BUCKETS (comma-separated, created at start), STORAGE_REGION (us-east-1),
-STORAGE_DATA (/data), STORAGE_PORT (9000). GET /health answers 200 without a signature.
+STORAGE_DATA (/data), STORAGE_PORT (9000), STORAGE_MAX_OBJECT_MIB (64). GET /health answers
+200 without a signature.
 
 Standard library only.
 """
@@ -23,6 +24,7 @@ import hmac
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -33,7 +35,6 @@ from urllib.parse import parse_qsl, quote, unquote
 from xml.sax.saxutils import escape
 
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-MAX_OBJECT_BYTES = 512 * 1024 * 1024
 CLOCK_SKEW = dt.timedelta(minutes=15)
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -230,22 +231,29 @@ class Authenticator:
 
 
 class Store:
-    """Objects as files: <data>/<bucket>/<quoted key> and <quoted key>.meta.json."""
+    """Objects as files: <root>/<bucket>/data/<name> and meta/<name>.json (name: the quoted key).
 
-    def __init__(self, root: Path) -> None:
+    Data and metadata live in separate directories, so no key can overwrite another's
+    metadata; partial writes go to tmp/ and are renamed into place, so a crash leaves no
+    half-written object.
+    """
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
+        self.max_bytes = max_bytes
         self.lock = threading.Lock()
 
     def bucket_dir(self, bucket: str) -> Path:
         path = self.root / bucket
-        if not BUCKET_RE.match(bucket) or not path.is_dir():
+        if not BUCKET_RE.match(bucket) or not (path / "data").is_dir():
             raise S3Error(404, "NoSuchBucket", "The specified bucket does not exist")
         return path
 
     def create_bucket(self, bucket: str) -> None:
         if not BUCKET_RE.match(bucket):
             raise ValueError(f"invalid bucket name '{bucket}'")
-        (self.root / bucket).mkdir(parents=True, exist_ok=True)
+        for part in ("data", "meta", "tmp"):
+            (self.root / bucket / part).mkdir(parents=True, exist_ok=True)
 
     @staticmethod
     def _name(key: str) -> str:
@@ -254,55 +262,95 @@ class Store:
                 400, "KeyTooLongError" if key else "InvalidArgument", "invalid object key"
             )
         name = quote(key, safe="")
+        if name in (".", ".."):
+            raise S3Error(400, "InvalidArgument", "invalid object key")
         if len(name) > 240:
             # File names are limited; long keys are stored under their digest.
             name = "sha256-" + hashlib.sha256(key.encode()).hexdigest()
         return name
 
-    def put(self, bucket: str, key: str, body: bytes, meta: dict[str, str]) -> str:
+    def put(  # noqa: PLR0913, PLR0917 (one object: where, what, how much, its hash, metadata)
+        self, bucket: str, key: str, stream, length: int, payload_hash: str, meta: dict[str, str]
+    ) -> str:
+        """Stream length bytes to the object; check them against the signed payload hash."""
         directory = self.bucket_dir(bucket)
         name = self._name(key)
-        etag = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        record = {
-            "key": key,
-            "etag": etag,
-            "size": len(body),
-            "modified": formatdate(usegmt=True),
-            "meta": meta,
-        }
-        with self.lock:
-            for target, data in (
-                (directory / name, body),
-                (directory / f"{name}.meta.json", json.dumps(record).encode()),
-            ):
-                fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                Path(tmp).replace(target)
+        if length > self.max_bytes:
+            raise S3Error(
+                400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size"
+            )
+        sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+        fd, tmp = tempfile.mkstemp(dir=directory / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                left = length
+                while left > 0:
+                    chunk = stream.read(min(left, 1 << 16))
+                    if not chunk:
+                        raise S3Error(
+                            400, "IncompleteBody", "the body is shorter than Content-Length"
+                        )
+                    sha.update(chunk)
+                    md5.update(chunk)
+                    fh.write(chunk)
+                    left -= len(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if payload_hash != UNSIGNED and sha.hexdigest() != payload_hash:
+                raise S3Error(
+                    400,
+                    "XAmzContentSHA256Mismatch",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                )
+            etag = md5.hexdigest()
+            record = {
+                "key": key,
+                "etag": etag,
+                "size": length,
+                "modified": formatdate(usegmt=True),
+                "meta": meta,
+            }
+            with self.lock:
+                Path(tmp).replace(directory / "data" / name)
+                self._write(
+                    directory, directory / "meta" / f"{name}.json", json.dumps(record).encode()
+                )
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         return etag
+
+    @staticmethod
+    def _write(directory: Path, target: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=directory / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            Path(tmp).replace(target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def head(self, bucket: str, key: str) -> tuple[Path, dict]:
         directory = self.bucket_dir(bucket)
         name = self._name(key)
         try:
-            record = json.loads((directory / f"{name}.meta.json").read_text(encoding="utf-8"))
+            record = json.loads((directory / "meta" / f"{name}.json").read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise S3Error(404, "NoSuchKey", "The specified key does not exist.") from exc
-        return directory / name, record
+        return directory / "data" / name, record
 
     def delete(self, bucket: str, key: str) -> None:
         directory = self.bucket_dir(bucket)
         name = self._name(key)
         with self.lock:
-            for path in (directory / f"{name}.meta.json", directory / name):
+            for path in (directory / "meta" / f"{name}.json", directory / "data" / name):
                 path.unlink(missing_ok=True)
 
     def list(self, bucket: str, prefix: str, max_keys: int) -> list[dict]:
         directory = self.bucket_dir(bucket)
         records = []
-        for meta in sorted(directory.glob("*.meta.json")):
+        for meta in sorted((directory / "meta").glob("*.json")):
             record = json.loads(meta.read_text(encoding="utf-8"))
             if record["key"].startswith(prefix):
                 records.append(record)
@@ -314,6 +362,20 @@ def error_xml(err: S3Error, resource: str) -> bytes:
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f"<Error><Code>{escape(err.code)}</Code><Message>{escape(err.message)}</Message>"
         f"<Resource>{escape(resource)}</Resource></Error>"
+    ).encode()
+
+
+def _list_xml(bucket: str, records: list[dict]) -> bytes:
+    contents = "".join(
+        f"<Contents><Key>{escape(r['key'])}</Key><ETag>&quot;{r['etag']}&quot;</ETag>"
+        f"<Size>{r['size']}</Size></Contents>"
+        for r in records
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"<Name>{escape(bucket)}</Name><KeyCount>{len(records)}</KeyCount>"
+        f"<IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
     ).encode()
 
 
@@ -341,66 +403,65 @@ def make_handler(auth: Authenticator, store: Store) -> type[BaseHTTPRequestHandl
             if body and self.command != "HEAD":
                 self.wfile.write(body)
 
+        def _fail(self, err: S3Error, resource: str, close: bool = False) -> None:
+            if close:
+                # The request's body (if any) was not read: the connection cannot be reused.
+                self.close_connection = True
+            headers = {"Content-Type": "application/xml"}
+            if close:
+                headers["Connection"] = "close"
+            self._send(err.status, error_xml(err, resource), headers)
+
         def _handle(self) -> None:
             raw_path, _sep, raw_query = self.path.partition("?")
+            if raw_path == "/health" and self.command in ("GET", "HEAD"):
+                self._send(200, b'{"status":"ok"}', {"Content-Type": "application/json"})
+                return
             try:
-                if raw_path == "/health" and self.command in ("GET", "HEAD"):
-                    self._send(200, b'{"status":"ok"}', {"Content-Type": "application/json"})
-                    return
                 length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_OBJECT_BYTES:
+                chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+                if chunked or length < 0 or (length and self.command != "PUT"):
+                    # Nothing but PUT carries a body here; refused before a byte of it is read.
                     raise S3Error(
-                        400,
-                        "EntityTooLarge",
-                        "Your proposed upload exceeds the maximum allowed size",
+                        400, "InvalidRequest", "a body is only accepted with PUT and Content-Length"
                     )
-                body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                # The signature covers the headers (and the payload's declared hash): checked
+                # before the body is read, so unsigned requests cannot make it buffer anything.
                 auth.verify(
-                    self.command,
-                    raw_path,
-                    raw_query,
-                    headers,
-                    hashlib.sha256(body).hexdigest(),
-                    dt.datetime.now(dt.UTC),
+                    self.command, raw_path, raw_query, headers, None, dt.datetime.now(dt.UTC)
                 )
                 bucket, _sep, key_enc = raw_path.lstrip("/").partition("/")
-                key = unquote(key_enc)
-                self._dispatch(bucket, key, raw_query, headers, body)
+                self._dispatch(bucket, unquote(key_enc), raw_query, headers, length)
             except S3Error as err:
-                self._send(
-                    err.status, error_xml(err, raw_path), {"Content-Type": "application/xml"}
+                self._fail(err, raw_path, close=True)
+            except Exception as exc:  # any other failure is a 500, never a dropped connection
+                sys.stderr.write(f"prpm-storage: {self.command} {raw_path}: {exc!r}\n")
+                self._fail(
+                    S3Error(500, "InternalError", "We encountered an internal error."),
+                    raw_path,
+                    close=True,
                 )
 
         def _dispatch(
-            self, bucket: str, key: str, raw_query: str, headers: dict[str, str], body: bytes
+            self, bucket: str, key: str, raw_query: str, headers: dict[str, str], length: int
         ) -> None:
             method = self.command
             if not key:
                 store.bucket_dir(bucket)
                 if method == "HEAD":
                     self._send(200)
-                    return
-                if method == "GET":
+                elif method == "GET":
                     query = dict(parse_qsl(raw_query, keep_blank_values=True))
                     records = store.list(
                         bucket, query.get("prefix", ""), int(query.get("max-keys", "1000") or 1000)
                     )
-                    contents = "".join(
-                        f"<Contents><Key>{escape(r['key'])}</Key><ETag>&quot;{r['etag']}&quot;</ETag>"
-                        f"<Size>{r['size']}</Size></Contents>"
-                        for r in records
+                    self._send(200, _list_xml(bucket, records), {"Content-Type": "application/xml"})
+                else:
+                    raise S3Error(
+                        405, "MethodNotAllowed", "buckets are created at start (STORAGE_BUCKETS)"
                     )
-                    xml = (
-                        '<?xml version="1.0" encoding="UTF-8"?>\n'
-                        f'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>{escape(bucket)}</Name>'
-                        f"<KeyCount>{len(records)}</KeyCount><IsTruncated>false</IsTruncated>{contents}</ListBucketResult>"
-                    )
-                    self._send(200, xml.encode(), {"Content-Type": "application/xml"})
-                    return
-                raise S3Error(
-                    405, "MethodNotAllowed", "buckets are created at start (STORAGE_BUCKETS)"
-                )
+                return
             if method == "PUT":
                 if "x-amz-copy-source" in headers:
                     raise S3Error(501, "NotImplemented", "CopyObject is not supported")
@@ -409,11 +470,11 @@ def make_handler(auth: Authenticator, store: Store) -> type[BaseHTTPRequestHandl
                     for k, v in headers.items()
                     if k.startswith("x-amz-meta-") or k in KEPT_HEADERS
                 }
-                etag = store.put(bucket, key, body, meta)
+                payload_hash = headers.get("x-amz-content-sha256", UNSIGNED)
+                etag = store.put(bucket, key, self.rfile, length, payload_hash, meta)
                 self._send(200, headers={"ETag": f'"{etag}"'})
             elif method in ("GET", "HEAD"):
                 path, record = store.head(bucket, key)
-                data = path.read_bytes() if method == "GET" else b""
                 out = {
                     "ETag": f'"{record["etag"]}"',
                     "Last-Modified": record["modified"],
@@ -421,7 +482,10 @@ def make_handler(auth: Authenticator, store: Store) -> type[BaseHTTPRequestHandl
                     "Content-Type": record["meta"].get("content-type", "application/octet-stream"),
                 }
                 out.update({k: v for k, v in record["meta"].items() if k != "content-type"})
-                self._send(200, data, out)
+                self._send(200, headers=out)
+                if method == "GET":
+                    with path.open("rb") as fh:
+                        shutil.copyfileobj(fh, self.wfile, 1 << 16)
             elif method == "DELETE":
                 store.delete(bucket, key)
                 self._send(204)
@@ -448,7 +512,9 @@ def build_server(host: str, port: int) -> ThreadingHTTPServer:
             "prpm-storage: STORAGE_ACCESS_KEY and a STORAGE_SECRET_KEY(_FILE) "
             "of 16+ characters are required"
         )
-    store = Store(Path(os.environ.get("STORAGE_DATA", "/data")))
+    # The registry's own limit is 10 MiB per package (MAX_PACKAGE_SIZE).
+    max_bytes = int(os.environ.get("STORAGE_MAX_OBJECT_MIB", "64")) * 2**20
+    store = Store(Path(os.environ.get("STORAGE_DATA", "/data")), max_bytes)
     for bucket in filter(
         None, (b.strip() for b in os.environ.get("STORAGE_BUCKETS", "").split(","))
     ):

@@ -27,7 +27,11 @@ REGISTRY_PACKAGE = "@pr-pm/registry"
 ROOT_FILES = ("package.json", "package-lock.json", "tsconfig.json")
 # Never part of a context: build output, dependencies, local environments, VCS data.
 SKIP_DIRS = frozenset({"node_modules", "dist", ".git", ".turbo", "coverage", ".next"})
-SKIP_FILES = frozenset({".env", ".env.local", ".DS_Store"})
+SKIP_FILES = frozenset({".DS_Store", ".npmrc"})
+# Local settings and secrets (.env, .env.production.local, ...) never go into a context.
+SKIP_PREFIXES = (".env",)
+# Marks a staging directory as the module's own: only such a directory is ever emptied.
+STAGING_MARKER = ".prpm-hobby-registry-build"
 RECIPE_LABEL = "io.prpm-hobby.recipe"
 SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 
@@ -50,8 +54,9 @@ class Checkout:
 
     def tag(self, recipe: str) -> str:
         # The build recipe (this collection's Dockerfile) is part of the tag: a new recipe
-        # builds a new image instead of silently reusing one built by the old recipe.
-        return f"{self.version}-{self.source_id}-r{recipe[:6]}"
+        # builds a new image instead of silently reusing one built by the old recipe. Docker
+        # tags take no '+' (semver build metadata).
+        return f"{self.version.replace('+', '_')}-{self.source_id}-r{recipe[:6]}"
 
 
 def _read_json(path: Path) -> dict:
@@ -71,7 +76,7 @@ def source_files(root: Path) -> list[Path]:
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
             for filename in sorted(filenames):
-                if filename in SKIP_FILES:
+                if filename in SKIP_FILES or filename.startswith(SKIP_PREFIXES):
                     continue
                 files.append((Path(dirpath) / filename).relative_to(root))
     # Manifests of the other workspaces: npm ci checks the lockfile against every workspace.
@@ -162,19 +167,32 @@ def read_checkout(path: str) -> Checkout:
     )
 
 
-def recipe_hash(recipe_dir: Path, extra_ca: bytes, base_image: str) -> str:
-    """Hash of this collection's build recipe and its inputs (not the sources)."""
-    digest = hashlib.sha256(base_image.encode() + b"\0" + extra_ca + b"\0")
+def recipe_hash(recipe_dir: Path, base_image: str) -> str:
+    """Hash of this collection's build recipe and base image (not the sources, not the extra
+    CA: it only lets npm reach its registry and changes nothing in the image)."""
+    digest = hashlib.sha256(base_image.encode() + b"\0")
     for path in sorted(p for p in recipe_dir.rglob("*") if p.is_file()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
-def stage_context(checkout: Checkout, recipe_dir: Path, extra_ca: bytes, dest: Path) -> None:
-    """Write the build context: recipe files, extra-ca.pem, manifests/ and sources/."""
+def stage_context(checkout: Checkout, recipe_dir: Path, extra_ca: bytes, staging: Path) -> Path:
+    """Write the build context under staging/context: recipe files, extra-ca.pem, manifests/
+    and sources/. Returns the context. Refuses a staging directory that holds anything but a
+    context this module staged before (it never empties a directory it does not own)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    marker = staging / STAGING_MARKER
+    if not marker.exists():
+        if any(staging.iterdir()):
+            raise CheckoutError(
+                f"staging directory {staging} is not empty and was not made by prpm.hobby: "
+                "choose an empty or new directory (registry_stack_build_staging_dir)"
+            )
+        marker.write_text("build contexts of prpm.hobby.registry_image\n", encoding="utf-8")
+    dest = staging / "context"
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    dest.mkdir()
     for path in recipe_dir.iterdir():
         if path.is_file():
             shutil.copy2(path, dest / path.name)
@@ -187,6 +205,7 @@ def stage_context(checkout: Checkout, recipe_dir: Path, extra_ca: bytes, dest: P
         target = dest / part / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(checkout.root / rel, target)
+    return dest
 
 
 def read_extra_ca(path: str) -> bytes:

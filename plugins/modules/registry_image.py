@@ -37,7 +37,9 @@ options:
     type: path
     required: true
   staging_dir:
-    description: Where the build context is staged (recreated on every build).
+    description:
+      - Where the build context is staged, in a C(context) subdirectory recreated on every build.
+      - Must be empty or made by this module (it holds a marker file); anything else is refused.
     type: path
     required: true
   base_image:
@@ -138,7 +140,7 @@ def main() -> None:
         checkout = read_checkout(p["checkout"])
         extra_ca = read_extra_ca(p["extra_ca_file"])
         recipe_dir = Path(p["recipe_dir"])
-        recipe = recipe_hash(recipe_dir, extra_ca, p["base_image"])
+        recipe = recipe_hash(recipe_dir, p["base_image"])
         ref = f"{p['repository']}:{checkout.tag(recipe)}"
         result = {
             "image": ref,
@@ -153,11 +155,10 @@ def main() -> None:
         if module.check_mode:
             module.exit_json(changed=True, **result)
         started = time.monotonic()
-        staging = Path(p["staging_dir"])
-        stage_context(checkout, recipe_dir, extra_ca, staging)
+        context = stage_context(checkout, recipe_dir, extra_ca, Path(p["staging_dir"]))
         build_image(
             docker,
-            staging,
+            context,
             ref,
             recipe,
             {

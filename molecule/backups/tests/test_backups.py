@@ -121,7 +121,7 @@ def test_backup_then_lost_volume_then_restore_brings_every_package_back(host, pa
     # The local package storage's files follow every database snapshot.
     stored = _snapshots(host, "packages")
     assert stored and stored[-1]["paths"] == ["/var/lib/docker/volumes/prpm_packages/_data"]
-    assert stored[-1]["time"] >= snaps[-1]["time"]
+    assert f"db={snaps[-1]['id']}" in stored[-1]["tags"]
 
     # Disaster: the database volume is gone.
     host.check_output(f"{COMPOSE} stop registry postgres")

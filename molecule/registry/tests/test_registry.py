@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import ssl
 import sys
@@ -33,9 +34,11 @@ USER = "molecule-user"
 PACKAGE = "hobby-rules"
 CONTENT = "# Hobby rules\n\nKeep the registry small, patched and backed up. Ünïcödé stays intact.\n"
 
-pytestmark = pytest.mark.skipif(
-    not (SOURCE / "packages" / "cli").is_dir(), reason="PRPM_SOURCE is not set"
-)
+
+@pytest.fixture(scope="module", autouse=True)
+def _checkout() -> None:
+    """Never skipped: `make test` leaves this scenario out (and says so) without a checkout."""
+    assert (SOURCE / "packages" / "cli").is_dir(), f"PRPM_SOURCE={SOURCE} is not a PRPM checkout"
 
 
 def sh(host, command: str) -> str:
@@ -73,6 +76,12 @@ def install_and_read(cli, tmp_path: Path) -> bytes:
     return found[0].read_bytes()
 
 
+def test_check_mode_on_the_converged_host_reports_nothing():
+    run = run_playbook("converge.yml", "--check", "--diff")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed() == 0, run.output[-3000:]
+
+
 def test_health_reports_database_and_redis(ca_bundle):
     status, body = prpm_cli.api(URL, "/health", ca_bundle)
     assert status == 200, body
@@ -103,7 +112,8 @@ def test_register_publish_search_info_install(cli, tmp_path):
     cli.register(USER, "hobby-pass-123")
     package = tmp_path / "pkg"
     ok(cli.publish(package, PACKAGE, "1.0.0", {f"{PACKAGE}.md": CONTENT}))
-    assert PACKAGE in ok(cli.run("search", PACKAGE))
+    found = ok(cli.run("search", PACKAGE))
+    assert f"@{USER}/{PACKAGE}" in found and "no packages found" not in found.lower(), found
     assert "1.0.0" in ok(cli.run("info", f"@{USER}/{PACKAGE}"))
     assert install_and_read(cli, tmp_path / "install") == CONTENT.encode()
     again = cli.run("publish", cwd=package)
@@ -174,6 +184,40 @@ def test_registry_that_fails_at_start_rolls_back_and_package_still_installs(cli,
     assert "ROLLED BACK" in run.output, run.output[-3000:]
     assert _deployed_image(host) == before
     assert install_and_read(cli, tmp_path / "after-rollback") == CONTENT.encode()
+
+
+def test_presigned_signatures_stay_out_of_caddys_log(host):
+    logs = sh(host, f"{COMPOSE} logs --no-color caddy")
+    assert "X-Amz-Signature=REDACTED" in logs or "X-Amz-Signature" not in logs
+    assert not re.search(r"X-Amz-Signature=[0-9a-f]{64}", logs)
+
+
+def test_checkout_that_fails_to_build_changes_nothing(host):
+    before = _deployed_image(host)
+    broken = _source_copy(
+        "source-syntax-error",
+        lambda index: index.write_text(index.read_text() + "\nconst = ;\n"),
+    )
+    run = run_playbook("deploy.yml", extra_vars={"registry_stack_build_context": str(broken)})
+    assert run.rc != 0
+    assert "docker build of localhost/prpm/registry:" in run.output, run.output[-3000:]
+    assert run.changed() == 0
+    assert _deployed_image(host) == before
+
+
+def test_postgres_image_without_pgvector_is_refused_and_rolled_back(cli, host, tmp_path):
+    before = sh(host, f"{COMPOSE} ps --format '{{{{.Image}}}}' postgres").strip()
+    run = run_playbook(
+        "deploy.yml",
+        extra_vars={
+            "registry_stack_postgres_image": "localhost/prpm-hobby/postgres:17-no-pgvector"
+        },
+    )
+    assert run.rc != 0
+    text = " ".join(run.output.split())
+    assert "has no pgvector" in text and "ROLLED BACK" in text, run.output[-3000:]
+    assert sh(host, f"{COMPOSE} ps --format '{{{{.Image}}}}' postgres").strip() == before
+    assert install_and_read(cli, tmp_path / "after-pgvector") == CONTENT.encode()
 
 
 def test_backup_destroy_restore_installs_the_same_bytes(cli, host, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -28,6 +29,7 @@ KEY = "packages/@alice/rules/1.0.0/package.tar.gz"
 def endpoint(tmp_path_factory, monkeypatch_module=None):
     data = tmp_path_factory.mktemp("s3data")
     env = {
+        "STORAGE_MAX_OBJECT_MIB": "1",
         "STORAGE_ACCESS_KEY": ACCESS,
         "STORAGE_SECRET_KEY": SECRET,
         "STORAGE_BUCKETS": BUCKET,
@@ -85,7 +87,7 @@ def test_put_get_head_list_delete(endpoint) -> None:
     assert [
         o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="packages/")["Contents"]
     ] == [KEY]
-    assert any(p.name.endswith("package.tar.gz") for p in (data / BUCKET).iterdir())
+    assert any(p.name.endswith("package.tar.gz") for p in (data / BUCKET / "data").iterdir())
     s3.delete_object(Bucket=BUCKET, Key=KEY)
     with pytest.raises(ClientError, match=r"NoSuchKey|404"):
         s3.head_object(Bucket=BUCKET, Key=KEY)
@@ -133,3 +135,44 @@ def test_keys_cannot_escape_the_bucket(endpoint) -> None:
     s3.put_object(Bucket=BUCKET, Key="../../escape", Body=b"x")
     assert not (data.parent / "escape").exists()
     assert s3.get_object(Bucket=BUCKET, Key="../../escape")["Body"].read() == b"x"
+
+
+def test_keys_cannot_clobber_metadata_or_name_directories(endpoint) -> None:
+    url = endpoint[0]
+    s3 = client(url)
+    s3.put_object(Bucket=BUCKET, Key="x", Body=b"object x")
+    s3.put_object(Bucket=BUCKET, Key="x.meta.json", Body=b"not metadata")
+    s3.put_object(Bucket=BUCKET, Key="x.json", Body=b"not metadata either")
+    assert s3.get_object(Bucket=BUCKET, Key="x")["Body"].read() == b"object x"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert {"x", "x.meta.json", "x.json"} <= set(keys)
+    for key in (".", ".."):
+        with pytest.raises(ClientError, match="InvalidArgument"):
+            s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+
+
+def _raw(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        return sock.recv(4096)
+
+
+def test_bodies_are_refused_unread_except_signed_puts(endpoint) -> None:
+    url = endpoint[0]
+    # An unsigned GET announcing 100 MB: answered at once (the body is never awaited).
+    head = _raw(
+        url, b"GET /prpm-packages/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 400"), head
+    # An unsigned PUT: refused before its body is read.
+    head = _raw(
+        url, b"PUT /prpm-packages/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 403"), head
+
+
+def test_objects_over_the_limit_are_refused(endpoint) -> None:
+    url = endpoint[0]
+    with pytest.raises(ClientError, match="EntityTooLarge"):
+        client(url).put_object(Bucket=BUCKET, Key="big", Body=b"x" * (2 * 2**20))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,8 +101,8 @@ def test_source_change_changes_the_tag_and_build_output_does_not(tmp_path: Path)
 
 def test_staged_context_splits_manifests_from_sources(tmp_path: Path) -> None:
     checkout = rb.read_checkout(str(make_checkout(tmp_path / "prpm")))
-    dest = tmp_path / "ctx"
-    rb.stage_context(checkout, RECIPE, b"", dest)
+    dest = rb.stage_context(checkout, RECIPE, b"", tmp_path / "staging")
+    assert dest == tmp_path / "staging" / "context"
     assert (dest / "Dockerfile").is_file() and (dest / "prpm-registry").is_file()
     assert (dest / "extra-ca.pem").read_bytes() == b""
     assert (dest / "manifests/package-lock.json").is_file()
@@ -112,11 +113,45 @@ def test_staged_context_splits_manifests_from_sources(tmp_path: Path) -> None:
     assert not (dest / "sources/packages/registry/package.json").exists()
 
 
-def test_recipe_hash_follows_recipe_ca_and_base(tmp_path: Path) -> None:
-    base = rb.recipe_hash(RECIPE, b"", "debian:trixie-slim")
-    assert base == rb.recipe_hash(RECIPE, b"", "debian:trixie-slim")
-    assert base != rb.recipe_hash(RECIPE, b"-----BEGIN CERTIFICATE-----", "debian:trixie-slim")
-    assert base != rb.recipe_hash(RECIPE, b"", "localhost/prpm-hobby/host:debian13")
+def test_recipe_hash_follows_recipe_and_base(tmp_path: Path) -> None:
+    base = rb.recipe_hash(RECIPE, "debian:trixie-slim")
+    assert base == rb.recipe_hash(RECIPE, "debian:trixie-slim")
+    assert base != rb.recipe_hash(RECIPE, "localhost/prpm-hobby/host:debian13")
+    changed = tmp_path / "recipe"
+    shutil.copytree(RECIPE, changed)
+    (changed / "Dockerfile").write_text((changed / "Dockerfile").read_text() + "\n# changed\n")
+    assert base != rb.recipe_hash(changed, "debian:trixie-slim")
+
+
+def test_staging_refuses_a_directory_it_does_not_own(tmp_path: Path) -> None:
+    checkout = rb.read_checkout(str(make_checkout(tmp_path / "prpm")))
+    foreign = tmp_path / "src"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    with pytest.raises(rb.CheckoutError, match=r"not empty and was not made by prpm\.hobby"):
+        rb.stage_context(checkout, RECIPE, b"", foreign)
+    assert (foreign / "precious.txt").read_text() == "keep me"
+    owned = tmp_path / "owned"
+    rb.stage_context(checkout, RECIPE, b"", owned)
+    rb.stage_context(checkout, RECIPE, b"", owned)  # again: its own directory, recreated
+    assert (owned / "context" / "Dockerfile").is_file()
+
+
+def test_env_files_never_reach_the_context_and_plus_is_not_in_tags(tmp_path: Path) -> None:
+    root = make_checkout(tmp_path / "prpm", version="1.2.3+build.7")
+    (root / "packages/registry/.env.production.local").write_text("SECRET=1")
+    checkout = rb.read_checkout(str(root))
+    dest = rb.stage_context(checkout, RECIPE, b"", tmp_path / "staging")
+    assert not list(dest.rglob(".env*"))
+    assert checkout.tag("abcdef").startswith("1.2.3_build.7-")
+
+
+def test_failing_build_reports_its_last_lines(tmp_path: Path) -> None:
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\necho step 1; echo 'npm ERR! tsc failed' >&2; exit 7\n")
+    fake.chmod(0o755)
+    with pytest.raises(rb.CheckoutError, match=r"(?s)failed \(exit 7\).*npm ERR! tsc failed"):
+        rb.build_image(str(fake), tmp_path, "localhost/x:1", "r", {})
 
 
 def test_extra_ca_must_hold_a_certificate(tmp_path: Path) -> None:
