@@ -122,9 +122,7 @@ def test_register_publish_search_info_install(cli, tmp_path):
 
 
 def test_package_file_is_in_local_storage_and_downloads_need_a_signature(host, ca_bundle):
-    files = sh(
-        host, "find /var/lib/docker/volumes/prpm_packages/_data -type f ! -name '*.meta.json'"
-    )
+    files = sh(host, "find /var/lib/docker/volumes/prpm_packages/_data -type f -path '*/data/*'")
     assert PACKAGE in files, files
     ctx = ssl.create_default_context(cafile=str(ca_bundle))
     key = f"prpm-packages/packages/%40{USER}/{PACKAGE}/1.0.0/package.tar.gz"
@@ -243,8 +241,8 @@ def test_package_tarball_holds_the_published_file(host, tmp_path):
     """The object in storage is the CLI's tarball with the file as published."""
     path = sh(
         host,
-        f"find /var/lib/docker/volumes/prpm_packages/_data -type f -name '*{PACKAGE}*1.0.0*' "
-        "! -name '*.meta.json'",
+        f"find /var/lib/docker/volumes/prpm_packages/_data -type f -path '*/data/*' "
+        f"-name '*{PACKAGE}*1.0.0*'",
     )
     blob = host.file(path.strip().splitlines()[0]).content
     archive = tmp_path / "package.tar.gz"
