@@ -423,13 +423,21 @@ def backup_restore(container: str) -> dict:
         f"generate_series(1, {BACKUP_ROWS}) g'"
     )
     size = sh(
-        ["docker", "exec", container, "sh", "-c", f"{psql} \"SELECT pg_database_size('prpm')\""]
+        [
+            "docker",
+            "exec",
+            container,
+            "sh",
+            "-c",
+            f"{psql} \"SELECT pg_database_size('prpm_registry')\"",
+        ]
     ).stdout.strip()
     backup_s = on_host("/usr/local/sbin/prpm-backup db --repo local")
     restore_s = on_host("/usr/local/sbin/prpm-backup restore --repo local")
     bare_s = on_host(
-        f"{compose} exec -T postgres sh -c 'createdb -U prpm bench_scratch && "
-        "pg_dump -U prpm -Fc prpm | pg_restore -U prpm -d bench_scratch --no-owner && "
+        f"{compose} exec -T postgres sh -c 'dropdb -U prpm --if-exists bench_scratch && "
+        "createdb -U prpm bench_scratch && "
+        "pg_dump -U prpm -Fc prpm_registry | pg_restore -U prpm -d bench_scratch --no-owner && "
         "dropdb -U prpm bench_scratch'"
     )
     # Leave the host as it was: no bench table, no 200 MB snapshot.
@@ -677,9 +685,12 @@ def main() -> int:
         log("workload: publish with the prpm CLI, then searches and package infos")
         results["registry"]["workload"] = registry.workload(BENCH, BENCH_HTTPS)
         log(f"workload {results['registry']['workload']}")
+    # Kept as it goes: a later failure leaves what was measured in bench/results.json.
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     results["footprint"] = footprint()
     log(f"host used {results['footprint']['host_used_mib']} MiB")
     results["requests"] = request_path(results["registry"]["workload"]["user"] if real else None)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     results["backups"] = backup_restore(BENCH)
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
