@@ -94,12 +94,13 @@ def test_only_caddy_publishes_ports(host):
         line.split(" ", 1)[0]: line.split(" ", 1)[1] if " " in line else ""
         for line in out.splitlines()
     }
-    assert set(published) == {"caddy", "registry", "postgres", "redis"}
+    assert set(published) == {"caddy", "registry", "postgres", "redis", "storage"}
     assert "0.0.0.0:443->443/tcp" in published["caddy"]
-    for service in ("registry", "postgres", "redis"):
+    for service in ("registry", "postgres", "redis", "storage"):
         assert "->" not in published[service], f"{service} publishes {published[service]}"
-    backend = json.loads(host.check_output(f"docker network inspect {PROJECT}_backend"))[0]
-    assert backend["Internal"] is True
+    for network in ("backend", "downloads"):
+        inspected = json.loads(host.check_output(f"docker network inspect {PROJECT}_{network}"))
+        assert inspected[0]["Internal"] is True, network
 
 
 def test_secret_files_root_only(host):
