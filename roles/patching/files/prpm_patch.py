@@ -149,8 +149,18 @@ def http_health(cfg: dict) -> tuple[bool, str]:
 
 def compose_services(cfg: dict) -> tuple[bool, dict[str, str]]:
     """State of every compose service: running and healthy, or a one-shot that exited 0."""
-    cmd = ["docker", "compose", "-f", cfg["compose_file"], "-p", cfg["project"],
-           "ps", "--all", "--format", "json"]
+    cmd = [
+        "docker",
+        "compose",
+        "-f",
+        cfg["compose_file"],
+        "-p",
+        cfg["project"],
+        "ps",
+        "--all",
+        "--format",
+        "json",
+    ]
     try:
         out = run(cmd, timeout=60)
     except (Failure, OSError) as exc:
@@ -223,18 +233,22 @@ def parse_plan(text: str) -> list[dict]:
 def installed_version(name: str) -> str:
     proc = subprocess.run(
         ["dpkg-query", "-W", "-f", "${Version}", name.split(":")[0]],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
 def newest_kernel() -> str:
     """Release of the newest installed kernel image, '' when the host has none (a container)."""
-    releases = [os.path.basename(p)[len("vmlinuz-"):] for p in glob.glob("/boot/vmlinuz-*")]
+    releases = [os.path.basename(p)[len("vmlinuz-") :] for p in glob.glob("/boot/vmlinuz-*")]
     if not releases:
         return ""
+
     def key(release: str) -> list:
         return [int(p) if p.isdigit() else p for p in re.split(r"[.\-+~]", release)]
+
     try:
         return max(releases, key=key)
     except TypeError:
@@ -273,9 +287,20 @@ def upgrade(cfg: dict) -> dict:
     run(["apt-get", "-q", *apt_opts(cfg), "update"], env=APT_ENV)
     plan = plan_upgrade(cfg)
     if plan:
-        run(["apt-get", "-y", "-q", *apt_opts(cfg),
-             "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
-             "dist-upgrade"], env=APT_ENV)
+        run(
+            [
+                "apt-get",
+                "-y",
+                "-q",
+                *apt_opts(cfg),
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "dist-upgrade",
+            ],
+            env=APT_ENV,
+        )
     removed = []
     if cfg.get("autoremove", True):
         sim = run(["apt-get", "-s", *apt_opts(cfg), "autoremove", "--purge"], env=APT_ENV)
@@ -313,8 +338,10 @@ def stop_stack(cfg: dict) -> None:
     front = [s for s in cfg.get("required_services", []) if s not in DATA_SERVICES]
     data = [s for s in cfg.get("required_services", []) if s in DATA_SERVICES]
     if front:
-        run(compose(cfg, "stop", "--timeout", str(cfg.get("front_stop_timeout", 5)), *front),
-            timeout=300)
+        run(
+            compose(cfg, "stop", "--timeout", str(cfg.get("front_stop_timeout", 5)), *front),
+            timeout=300,
+        )
     if data:
         run(compose(cfg, "stop", "--timeout", "60", *data), timeout=300)
 
@@ -328,9 +355,20 @@ def start_stack(cfg: dict) -> None:
     data = [s for s in cfg.get("required_services", []) if s in DATA_SERVICES]
     front = [s for s in cfg.get("required_services", []) if s not in DATA_SERVICES]
     if data:
-        run(compose(cfg, "up", "--detach", "--no-recreate", "--no-deps", "--wait",
-                    "--wait-timeout", str(int(cfg.get("health_timeout", 300))), *data),
-            timeout=900)
+        run(
+            compose(
+                cfg,
+                "up",
+                "--detach",
+                "--no-recreate",
+                "--no-deps",
+                "--wait",
+                "--wait-timeout",
+                str(int(cfg.get("health_timeout", 300))),
+                *data,
+            ),
+            timeout=900,
+        )
     if front:
         run(compose(cfg, "up", "--detach", "--no-recreate", "--no-deps", *front), timeout=600)
 
@@ -374,24 +412,31 @@ def cmd_run(cfg: dict, args: argparse.Namespace) -> int:
     report: dict = {"started": now(), "kind": "scheduled", "rebooted": False}
     before = health(cfg)
     if not before["ok"]:
-        report.update(result="refused", error="stack unhealthy before patching, nothing changed: "
-                      + describe(before))
+        report.update(
+            result="refused",
+            error="stack unhealthy before patching, nothing changed: " + describe(before),
+        )
         write_json(LAST_RUN, report)
         raise Failure(report["error"])
     if cfg.get("backup", True):
         if not os.access(BACKUP, os.X_OK):
-            raise Failure(f"backup requested but {BACKUP} is missing (prpm.hobby.backups); "
-                          "nothing changed")
+            raise Failure(
+                f"backup requested but {BACKUP} is missing (prpm.hobby.backups); nothing changed"
+            )
         log("backing up before the upgrade")
         run([BACKUP, "run"])
         report["backup"] = "done"
     report.update(upgrade(cfg))
-    log(f"upgraded {len(report['upgraded'])} package(s): "
-        + ", ".join(f"{u['name']} {u['from']} -> {u['to']}" for u in report["upgraded"]))
+    log(
+        f"upgraded {len(report['upgraded'])} package(s): "
+        + ", ".join(f"{u['name']} {u['from']} -> {u['to']}" for u in report["upgraded"])
+    )
     after = wait_healthy(cfg, cfg.get("health_timeout", 300))
     report["health_after_upgrade"] = after
     if not after["ok"]:
-        report.update(result="failed", error="stack unhealthy after the upgrade: " + describe(after))
+        report.update(
+            result="failed", error="stack unhealthy after the upgrade: " + describe(after)
+        )
         write_json(LAST_RUN, report)
         raise Failure(report["error"])
     reboot = report["reboot"]["required"] and cfg.get("reboot", True) and not args.no_reboot
@@ -425,8 +470,9 @@ def cmd_post_boot(cfg: dict, args: argparse.Namespace) -> int:
     if os.path.exists(LAST_RUN):
         with open(LAST_RUN, encoding="utf-8") as fh:
             report = json.load(fh)
-    report["post_boot"] = dict(result, checked=now(),
-                               seconds_since_reboot=round(time.time() - marker["since"], 1))
+    report["post_boot"] = dict(
+        result, checked=now(), seconds_since_reboot=round(time.time() - marker["since"], 1)
+    )
     report["result"] = "ok" if result["ok"] else "failed"
     report["finished"] = now()
     if not result["ok"]:
@@ -456,9 +502,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config()
     handler = {
-        "health": cmd_health, "plan": cmd_plan, "upgrade": cmd_upgrade, "reboot-required": cmd_reboot_required,
-        "run": cmd_run, "post-boot": cmd_post_boot,
-        "stop-stack": cmd_stop_stack, "start-stack": cmd_start_stack,
+        "health": cmd_health,
+        "plan": cmd_plan,
+        "upgrade": cmd_upgrade,
+        "reboot-required": cmd_reboot_required,
+        "run": cmd_run,
+        "post-boot": cmd_post_boot,
+        "stop-stack": cmd_stop_stack,
+        "start-stack": cmd_start_stack,
     }[args.command]
     try:
         if args.command in ("run", "upgrade", "plan"):

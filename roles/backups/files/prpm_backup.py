@@ -55,8 +55,10 @@ def run(cmd: list[str], *, env: dict | None = None, stdin=None, capture: bool = 
         check=False,
     )
     if proc.returncode != 0:
-        raise Failure(f"{cmd[0]} {cmd[1] if len(cmd) > 1 else ''} exited {proc.returncode}: "
-                      f"{proc.stderr.strip()[-2000:]}")
+        raise Failure(
+            f"{cmd[0]} {cmd[1] if len(cmd) > 1 else ''} exited {proc.returncode}: "
+            f"{proc.stderr.strip()[-2000:]}"
+        )
     return proc.stdout if capture else ""
 
 
@@ -70,8 +72,23 @@ class Stack:
 
     def psql(self, sql: str, container: list[str] | None = None) -> str:
         base = container or self.exec_pg()
-        return run([*base, "psql", "-v", "ON_ERROR_STOP=1", "-U", self.cfg["db_user"],
-                    "-d", self.cfg["db_name"], "-At", "-F", "\t", "-c", sql])
+        return run(
+            [
+                *base,
+                "psql",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                self.cfg["db_user"],
+                "-d",
+                self.cfg["db_name"],
+                "-At",
+                "-F",
+                "\t",
+                "-c",
+                sql,
+            ]
+        )
 
     def counts(self, container: list[str] | None = None) -> dict[str, int]:
         out = self.psql(COUNT_SQL, container)
@@ -109,17 +126,21 @@ class Repo:
 
     def restic(self, *args: str, capture: bool = True, stdin=None) -> str:
         try:
-            return run(["restic", "--quiet", *args], env=self.env,
-                       capture=capture, stdin=stdin)
+            return run(["restic", "--quiet", *args], env=self.env, capture=capture, stdin=stdin)
         except Failure as exc:
             raise Failure(f"[{self.name}] {exc}") from None
 
     def exists(self) -> bool:
-        proc = subprocess.run(["restic", "cat", "config"], env=self.env, capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.run(
+            ["restic", "cat", "config"], env=self.env, capture_output=True, text=True, check=False
+        )
         if proc.returncode == 0:
             return True
-        if proc.returncode == 10 or "does not exist" in proc.stderr or "Is there a repository" in proc.stderr:
+        if (
+            proc.returncode == 10
+            or "does not exist" in proc.stderr
+            or "Is there a repository" in proc.stderr
+        ):
             return False
         raise Failure(f"[{self.name}] cannot open the repository: {proc.stderr.strip()[-1000:]}")
 
@@ -144,7 +165,7 @@ def recorded_counts(snap: dict) -> dict[str, int]:
     counts = {}
     for tag in snap.get("tags") or []:
         if tag.startswith(ROW_TAG):
-            table, _, count = tag[len(ROW_TAG):].rpartition("=")
+            table, _, count = tag[len(ROW_TAG) :].rpartition("=")
             counts[table] = int(count)
     return counts
 
@@ -189,16 +210,27 @@ def cmd_db(cfg: dict, args) -> None:
             before = stack.counts()
             tags = ["db"] + [f"{ROW_TAG}{t}={n}" for t, n in sorted(before.items())]
             tag_args = [a for t in tags for a in ("--tag", t)]
-            out = repo.restic("backup", "--json", "--host", repo.host, *tag_args,
-                              "--stdin-filename", DUMP_NAME, "--stdin-from-command", "--",
-                              *stack.dump_cmd())
+            out = repo.restic(
+                "backup",
+                "--json",
+                "--host",
+                repo.host,
+                *tag_args,
+                "--stdin-filename",
+                DUMP_NAME,
+                "--stdin-from-command",
+                "--",
+                *stack.dump_cmd(),
+            )
             summary = [json.loads(x) for x in out.splitlines() if '"summary"' in x]
             snap_id = summary[-1]["snapshot_id"] if summary else "?"
             after = stack.counts()
             if after == before:
                 total = sum(before.values())
-                log(f"[{repo.name}] database snapshot {snap_id[:8]}: {len(before)} tables, "
-                    f"{total} rows, {summary[-1].get('total_bytes_processed', 0) if summary else 0} bytes")
+                log(
+                    f"[{repo.name}] database snapshot {snap_id[:8]}: {len(before)} tables, "
+                    f"{total} rows, {summary[-1].get('total_bytes_processed', 0) if summary else 0} bytes"
+                )
                 break
             log(f"[{repo.name}] rows changed during the dump (attempt {attempt}); again")
             repo.restic("forget", snap_id)
@@ -225,8 +257,18 @@ def _backup_packages(cfg: dict, repo: Repo, db_snap_id: str) -> None:
     if not os.path.isdir(path):
         raise Failure(f"the package files directory {path} is missing")
     objects = _count_objects(path)
-    repo.restic("backup", "--host", repo.host, "--tag", "packages", "--tag", f"db={db_snap_id}",
-                "--tag", f"objects={objects}", path)
+    repo.restic(
+        "backup",
+        "--host",
+        repo.host,
+        "--tag",
+        "packages",
+        "--tag",
+        f"db={db_snap_id}",
+        "--tag",
+        f"objects={objects}",
+        path,
+    )
     log(f"[{repo.name}] package files snapshot: {objects} objects in {path}")
 
 
@@ -235,8 +277,10 @@ def _packages_snapshot(repo: Repo, db_snap: dict) -> dict:
     for snap in repo.snapshots("packages"):
         if f"db={db_snap['id']}" in (snap.get("tags") or []):
             return snap
-    raise Failure(f"[{repo.name}] no package files snapshot goes with database snapshot "
-                  f"{db_snap['short_id']}: its rows would come back without their files")
+    raise Failure(
+        f"[{repo.name}] no package files snapshot goes with database snapshot "
+        f"{db_snap['short_id']}: its rows would come back without their files"
+    )
 
 
 def _recorded_objects(snap: dict) -> int:
@@ -267,8 +311,9 @@ def cmd_forget(cfg: dict, args) -> None:
     for key in ("hourly", "daily", "weekly", "monthly"):
         keep_args += [f"--keep-{key}", str(keep[key])]
     for repo in repos(cfg, args.repo):
-        repo.restic("forget", "--host", repo.host, "--group-by", "host,paths", *keep_args,
-                    "--prune")
+        repo.restic(
+            "forget", "--host", repo.host, "--group-by", "host,paths", *keep_args, "--prune"
+        )
         log(f"[{repo.name}] retention applied and pruned")
 
 
@@ -287,17 +332,33 @@ def cmd_freshness(cfg: dict, args) -> None:
         newest = datetime.fromisoformat(snaps[-1]["time"].replace("Z", "+00:00"))
         age = (datetime.now(timezone.utc) - newest).total_seconds()
         if age > limit:
-            raise Failure(f"[{repo.name}] newest database snapshot {snaps[-1]['short_id']} is "
-                          f"{age / 60:.0f} min old, older than the RPO of {cfg['rpo_minutes']} min")
-        log(f"[{repo.name}] newest database snapshot is {age / 60:.0f} min old "
-            f"(RPO {cfg['rpo_minutes']} min)")
+            raise Failure(
+                f"[{repo.name}] newest database snapshot {snaps[-1]['short_id']} is "
+                f"{age / 60:.0f} min old, older than the RPO of {cfg['rpo_minutes']} min"
+            )
+        log(
+            f"[{repo.name}] newest database snapshot is {age / 60:.0f} min old "
+            f"(RPO {cfg['rpo_minutes']} min)"
+        )
 
 
 def _restore_into(repo: Repo, snap: dict, target: list[str], cfg: dict, clean: bool) -> None:
-    dump = subprocess.Popen(["restic", "--quiet", "dump", snap["id"], f"/{DUMP_NAME}"],
-                            env=repo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    args = ["pg_restore", "-U", cfg["db_user"], "-d", cfg["db_name"], "--no-owner",
-            "--exit-on-error", "--single-transaction"]
+    dump = subprocess.Popen(
+        ["restic", "--quiet", "dump", snap["id"], f"/{DUMP_NAME}"],
+        env=repo.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    args = [
+        "pg_restore",
+        "-U",
+        cfg["db_user"],
+        "-d",
+        cfg["db_name"],
+        "--no-owner",
+        "--exit-on-error",
+        "--single-transaction",
+    ]
     if clean:
         args += ["--clean", "--if-exists"]
     restore_error = None
@@ -322,8 +383,10 @@ def _verify(expected: dict[str, int], got: dict[str, int], where: str) -> None:
         raise Failure("the snapshot records no row counts")
     diff = {t: (n, got.get(t)) for t, n in expected.items() if got.get(t) != n}
     if diff:
-        raise Failure(f"row counts in {where} differ from the snapshot's record: "
-                      + ", ".join(f"{t}: expected {a}, found {b}" for t, (a, b) in diff.items()))
+        raise Failure(
+            f"row counts in {where} differ from the snapshot's record: "
+            + ", ".join(f"{t}: expected {a}, found {b}" for t, (a, b) in diff.items())
+        )
 
 
 def cmd_restore(cfg: dict, args) -> None:
@@ -339,8 +402,10 @@ def cmd_restore(cfg: dict, args) -> None:
     run([*stack.compose, "up", "-d", "--wait", cfg["postgres_service"]])
     _restore_into(repo, snap, stack.exec_pg(), cfg, clean=True)
     _verify(expected, stack.counts(), "the live database")
-    log(f"[{repo.name}] restored {len(expected)} tables, {sum(expected.values())} rows; "
-        "row counts match the snapshot")
+    log(
+        f"[{repo.name}] restored {len(expected)} tables, {sum(expected.values())} rows; "
+        "row counts match the snapshot"
+    )
     if packages is not None:
         service = cfg["storage_service"]
         run([*stack.compose, "stop", service])
@@ -349,7 +414,9 @@ def cmd_restore(cfg: dict, args) -> None:
         repo.restic("restore", packages["id"], "--target", "/", "--include", path)
         want, got = _recorded_objects(packages), _count_objects(path)
         if got < want:
-            raise Failure(f"[{repo.name}] {got} package files after the restore, the snapshot recorded {want}")
+            raise Failure(
+                f"[{repo.name}] {got} package files after the restore, the snapshot recorded {want}"
+            )
         run([*stack.compose, "up", "-d", "--wait", "--no-deps", service])
         log(f"[{repo.name}] restored package files snapshot {packages['short_id']}: {got} objects")
     run([*stack.compose, "up", "-d", "--wait", "--no-deps", cfg["registry_service"]])
@@ -363,27 +430,69 @@ def cmd_drill(cfg: dict, args) -> None:
     snap = repo.snapshot("db", args.snapshot)
     expected = recorded_counts(snap)
     subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-    run(["docker", "run", "-d", "--name", name, "--network", "none", "--memory", "256m",
-         "-e", f"POSTGRES_USER={cfg['db_user']}", "-e", f"POSTGRES_DB={cfg['db_name']}",
-         "-e", "POSTGRES_HOST_AUTH_METHOD=trust", "-e", f"POSTGRES_PASSWORD={os.urandom(16).hex()}",
-         cfg.get("drill_image") or Stack(cfg).image(cfg["postgres_service"]),
-         "postgres", "-c", "shared_buffers=32MB", "-c", "fsync=off"])
+    run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--memory",
+            "256m",
+            "-e",
+            f"POSTGRES_USER={cfg['db_user']}",
+            "-e",
+            f"POSTGRES_DB={cfg['db_name']}",
+            "-e",
+            "POSTGRES_HOST_AUTH_METHOD=trust",
+            "-e",
+            f"POSTGRES_PASSWORD={os.urandom(16).hex()}",
+            cfg.get("drill_image") or Stack(cfg).image(cfg["postgres_service"]),
+            "postgres",
+            "-c",
+            "shared_buffers=32MB",
+            "-c",
+            "fsync=off",
+        ]
+    )
     target = ["docker", "exec", "-i", name]
     try:
         deadline = time.monotonic() + 120
         while True:
-            ready = subprocess.run([*target, "pg_isready", "-U", cfg["db_user"], "-d",
-                                    cfg["db_name"], "-h", "127.0.0.1"], capture_output=True,
-                                   check=False)
+            ready = subprocess.run(
+                [
+                    *target,
+                    "pg_isready",
+                    "-U",
+                    cfg["db_user"],
+                    "-d",
+                    cfg["db_name"],
+                    "-h",
+                    "127.0.0.1",
+                ],
+                capture_output=True,
+                check=False,
+            )
             if ready.returncode == 0:
                 break
-            state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name],
-                                   capture_output=True, text=True, check=False).stdout.strip()
+            state = subprocess.run(
+                ["docker", "inspect", "-f", "{{.State.Running}}", name],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
             if state != "true":
-                logs = subprocess.run(["docker", "logs", "--tail", "20", name],
-                                      capture_output=True, text=True, check=False)
-                raise Failure("the drill's Postgres exited: "
-                              + (logs.stdout + logs.stderr).strip()[-1000:])
+                logs = subprocess.run(
+                    ["docker", "logs", "--tail", "20", name],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                raise Failure(
+                    "the drill's Postgres exited: " + (logs.stdout + logs.stderr).strip()[-1000:]
+                )
             if time.monotonic() > deadline:
                 raise Failure("the drill's Postgres did not become ready in 120 s")
             time.sleep(1)
@@ -393,14 +502,21 @@ def cmd_drill(cfg: dict, args) -> None:
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     rto = time.monotonic() - started
-    result = {"snapshot": snap["short_id"], "snapshot_time": snap["time"],
-              "tables": len(expected), "rows": sum(expected.values()), "package_objects": objects,
-              "rto_seconds": round(rto, 1)}
+    result = {
+        "snapshot": snap["short_id"],
+        "snapshot_time": snap["time"],
+        "tables": len(expected),
+        "rows": sum(expected.values()),
+        "package_objects": objects,
+        "rto_seconds": round(rto, 1),
+    }
     os.makedirs("/var/lib/prpm-backup", exist_ok=True)
     with open("/var/lib/prpm-backup/last-drill.json", "w", encoding="utf-8") as fh:
         json.dump(dict(result, finished=datetime.now(timezone.utc).isoformat()), fh)
-    log(f"[{repo.name}] drill passed: snapshot {snap['short_id']} restored into a throwaway "
-        f"Postgres, {result['tables']} tables, {result['rows']} rows match; RTO {rto:.1f} s")
+    log(
+        f"[{repo.name}] drill passed: snapshot {snap['short_id']} restored into a throwaway "
+        f"Postgres, {result['tables']} tables, {result['rows']} rows match; RTO {rto:.1f} s"
+    )
     print(json.dumps(result), flush=True)
 
 
@@ -416,8 +532,12 @@ def _drill_packages(cfg: dict, repo: Repo, db_snap: dict) -> int | None:
         repo.restic("restore", packages["id"], "--target", scratch, "--include", path)
         want, got = _recorded_objects(packages), _count_objects(scratch + path)
     if got != want:
-        raise Failure(f"[{repo.name}] the drill restored {got} package files, the snapshot recorded {want}")
-    log(f"[{repo.name}] drill: package files snapshot {packages['short_id']} restored, {got} objects")
+        raise Failure(
+            f"[{repo.name}] the drill restored {got} package files, the snapshot recorded {want}"
+        )
+    log(
+        f"[{repo.name}] drill: package files snapshot {packages['short_id']} restored, {got} objects"
+    )
     return got
 
 
@@ -429,9 +549,15 @@ def cmd_run(cfg: dict, args) -> None:
 
 
 COMMANDS = {
-    "init": cmd_init, "db": cmd_db, "files": cmd_files, "forget": cmd_forget,
-    "check": cmd_check, "freshness": cmd_freshness, "restore": cmd_restore,
-    "drill": cmd_drill, "run": cmd_run,
+    "init": cmd_init,
+    "db": cmd_db,
+    "files": cmd_files,
+    "forget": cmd_forget,
+    "check": cmd_check,
+    "freshness": cmd_freshness,
+    "restore": cmd_restore,
+    "drill": cmd_drill,
+    "run": cmd_run,
 }
 
 

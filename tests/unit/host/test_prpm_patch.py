@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "roles" / "patching" / "files" / "prpm-patch"
+SCRIPT = Path(__file__).resolve().parents[3] / "roles" / "patching" / "files" / "prpm_patch.py"
 
 
 @pytest.fixture(scope="module")
