@@ -11,9 +11,9 @@ import base64
 import json
 import logging
 import os
-import re
 import socket
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ import boto3
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 DEBIAN_OWNER = "136693071363"
@@ -40,17 +41,11 @@ os.environ.update(
     MOTO_RECORDER_FILEPATH=str(_RECORDING),
 )
 
+from ansible_recap import PlaybookRun, ansible_playbook  # noqa: E402 (tools/, on sys.path)
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.amis import Ami  # noqa: E402
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer  # noqa: E402
 from moto.ssm.models import Parameter, ssm_backends  # noqa: E402
-
-_RECAP = re.compile(
-    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
-    re.M,
-)
-
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
@@ -178,16 +173,6 @@ def client(moto):
     return make
 
 
-@dataclass
-class Run:
-    rc: int
-    output: str
-    recap: dict[str, dict[str, int]]
-
-    def changed(self) -> int:
-        return sum(h["changed"] for h in self.recap.values())
-
-
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory) -> Path:
     """A vars file as a user would write it, with a real key pair."""
@@ -215,23 +200,10 @@ def settings(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def playbook(moto, settings):
-    def run(name: str, *extra: str) -> Run:
-        cmd = [
-            "ansible-playbook",
-            "-i",
-            str(ROOT / "inventories" / "aws"),
-            str(ROOT / "playbooks" / name),
-            "-e",
-            f"@{settings}",
-            *extra,
-        ]
-        env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **moto.env())
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
-        output = proc.stdout + proc.stderr
-        recap = {
-            m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
-            for m in _RECAP.finditer(output)
-        }
-        return Run(proc.returncode, output, recap)
+    def run(name: str, *extra: str) -> PlaybookRun:
+        """The run's recap raises, never reads as changed=0, when the output has none."""
+        inventory, path = ROOT / "inventories" / "aws", ROOT / "playbooks" / name
+        args = ["-i", str(inventory), str(path), "-e", f"@{settings}", *extra]
+        return ansible_playbook(args, env=moto.env(), cwd=ROOT)
 
     return run
