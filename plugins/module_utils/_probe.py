@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ansible.module_utils.urls import open_url
 
-__all__ = ["OutageTracker", "probe_once", "probe_until"]
+__all__ = ["OutageTracker", "probe_once", "probe_until", "wait_healthy"]
 
 
 class OutageTracker:
@@ -133,3 +133,36 @@ def probe_until(  # noqa: PLR0913 - keyword-only knobs, and injectable clock/sle
     result = tracker.summary()
     result["stopped_by"] = "stop_file" if Path(stop_file).exists() else "max_seconds"
     return result
+
+
+def wait_healthy(  # noqa: PLR0913 - keyword-only knobs, and injectable clock/sleep/probe for tests
+    url: str,
+    *,
+    wait_seconds: float = 300,
+    interval: float = 3,
+    validate_certs: bool = True,
+    timeout: float = 10,
+    clock=time.monotonic,
+    sleep=time.sleep,
+    probe=probe_once,
+) -> dict:
+    """Probe url until it is healthy or wait_seconds pass (0: probe once).
+
+    Returns healthy, the last detail, the number of probes and the seconds waited.
+    """
+    started = clock()
+    deadline = started + max(0.0, wait_seconds)
+    probes = 0
+    while True:
+        at = clock()
+        ok, detail = probe(url, validate_certs=validate_certs, timeout=timeout)
+        probes += 1
+        if ok or clock() >= deadline:
+            break
+        sleep(max(0.0, min(interval - (clock() - at), deadline - clock())))
+    return {
+        "healthy": ok,
+        "detail": detail,
+        "probes": probes,
+        "waited_seconds": round(clock() - started, 1),
+    }

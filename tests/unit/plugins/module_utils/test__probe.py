@@ -14,6 +14,7 @@ from ansible_collections.prpm.hobby.plugins.module_utils._probe import (
     OutageTracker,
     probe_once,
     probe_until,
+    wait_healthy,
 )
 
 
@@ -129,3 +130,58 @@ def test_probe_until_stops_on_the_stop_file(tmp_path) -> None:
     assert result["stopped_by"] == "stop_file"
     assert result["failures"] == 2
     assert len(result["outages"]) == 1
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _probe_sequence(results: list[tuple[bool, str]]):
+    calls = iter(results)
+
+    def probe(url: str, *, validate_certs: bool, timeout: float) -> tuple[bool, str]:
+        return next(calls)
+
+    return probe
+
+
+def test_wait_healthy_returns_at_the_first_healthy_probe() -> None:
+    clock = _FakeClock()
+    probe = _probe_sequence([(False, "HTTP 502"), (False, "HTTP 503"), (True, "ok")])
+    result = wait_healthy(
+        "https://x/health", wait_seconds=60, interval=3, clock=clock, sleep=clock.sleep, probe=probe
+    )
+    assert result == {"healthy": True, "detail": "ok", "probes": 3, "waited_seconds": 6.0}
+
+
+def test_wait_healthy_gives_up_at_the_deadline_with_the_last_detail() -> None:
+    clock = _FakeClock()
+    probe = _probe_sequence([(False, "HTTP 502")] * 100)
+    result = wait_healthy(
+        "https://x/health", wait_seconds=10, interval=3, clock=clock, sleep=clock.sleep, probe=probe
+    )
+    assert not result["healthy"]
+    assert result["detail"] == "HTTP 502"
+    assert result["waited_seconds"] == 10.0
+    assert result["probes"] == 5  # at 0, 3, 6, 9 and at the deadline
+
+
+def test_wait_healthy_zero_probes_once() -> None:
+    clock = _FakeClock()
+    probe = _probe_sequence([(False, "status degraded"), (True, "ok")])
+    result = wait_healthy(
+        "https://x/health", wait_seconds=0, clock=clock, sleep=clock.sleep, probe=probe
+    )
+    assert result == {
+        "healthy": False,
+        "detail": "status degraded",
+        "probes": 1,
+        "waited_seconds": 0.0,
+    }
