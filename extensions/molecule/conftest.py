@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 from ansible_recap import PlaybookRun, ansible_playbook  # tools/ is not a package
 
-# Ports published on this machine's loopback by .config/molecule/config.yml.
+# Ports published on this machine's loopback by extensions/molecule/config.yml.
 SSH_PORT = int(os.environ.get("PRPM_MOLECULE_SSH_PORT", "18022"))
 HTTP_PORT = int(os.environ.get("PRPM_MOLECULE_HTTP_PORT", "18080"))
 HTTPS_PORT = int(os.environ.get("PRPM_MOLECULE_HTTPS_PORT", "18443"))

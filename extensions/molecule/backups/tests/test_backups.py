@@ -21,7 +21,31 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 urllib3.disable_warnings()
 BASE = f"https://localhost:{HTTPS_PORT}"
-COMPOSE = "docker compose -f /opt/prpm/compose.yaml -p prpm"
+# This scenario deploys the stack under other service and volume names (converge.yml): the
+# backups must find everything through the stack contract, and so do these tests.
+RENAMED = {"database": "db", "storage": "blobs", "volume": "pg_main", "packages": "package_files"}
+_STACK: dict = {}
+
+
+def _stack(host) -> dict:
+    """The stack contract registry_stack published on the host."""
+    if not _STACK:
+        _STACK.update(json.loads(host.file("/etc/prpm-hobby/stack.json").content_string))
+    return _STACK
+
+
+def _compose(host) -> str:
+    stack = _stack(host)
+    return f"docker compose -f {stack['compose_file']} -p {stack['project']}"
+
+
+def _psql(host, sql: str) -> str:
+    db = _stack(host)["database"]
+    return host.check_output(
+        f"{_compose(host)} exec -T {db['service']} psql -U {db['user']} -d {db['name']} -Atc {sql}"
+    )
+
+
 TIMERS = ["db", "run", "check", "drill", "freshness"]
 REPO = "/var/backups/prpm/restic"
 
@@ -42,10 +66,7 @@ def _snapshots(host, tag: str = "db") -> list[dict]:
 
 def _live_count(host) -> str:
     """Rows of the live packages table."""
-    return host.check_output(
-        f"{COMPOSE} exec -T postgres psql -U prpm -d prpm_registry -Atc "  # noqa: S608
-        "'select count(*) from packages'"
-    )
+    return _psql(host, "'select count(*) from packages'")
 
 
 def _backup_cli(host, *args: str):
@@ -68,6 +89,26 @@ def packages() -> dict[str, bytes]:
         assert resp.status_code in (200, 201), resp.text
         written[name] = _get(f"/api/v1/packages/{name}").content
     return written
+
+
+def test_the_stack_runs_under_the_renamed_names(host):
+    """The renamed names reached compose and the contract (so the tests below prove something)."""
+    stack = _stack(host)
+    assert stack["database"]["service"] == RENAMED["database"]
+    assert stack["database"]["volume"] == RENAMED["volume"]
+    assert stack["package_files"]["service"] == RENAMED["storage"]
+    assert stack["package_files"]["volume"] == RENAMED["packages"]
+    services = host.check_output(f"{_compose(host)} ps --services").split()
+    assert {RENAMED["database"], RENAMED["storage"]} <= set(services)
+    assert "postgres" not in services
+    volumes = host.check_output("docker volume ls --format '{{.Name}}'").split()
+    assert f"prpm_{RENAMED['volume']}" in volumes and "prpm_pgdata" not in volumes
+
+
+def test_check_diff_on_the_converged_host_reports_no_change():
+    run = run_playbook("converge.yml", "--check", "--diff")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed() == 0, run.output[-3000:]
 
 
 def test_timers_active_with_a_next_run(host):
@@ -115,23 +156,21 @@ def test_backup_then_lost_volume_then_restore_brings_every_package_back(host, pa
     assert len(snaps) == before + 1
     assert f"rows:public.packages={live}" in snaps[-1]["tags"]
     assert "rows:public.schema_migrations=1" in snaps[-1]["tags"]
+    stack = _stack(host)
     files = _snapshots(host, "files")
-    assert files and "/opt/prpm" in files[-1]["paths"]
-    assert any("caddy_data" in p for p in files[-1]["paths"])
+    assert files and set(stack["backup_paths"]) <= set(files[-1]["paths"])
     # The local package storage's files follow every database snapshot.
     stored = _snapshots(host, "packages")
-    assert stored and stored[-1]["paths"] == ["/var/lib/docker/volumes/prpm_packages/_data"]
+    assert stored and stored[-1]["paths"] == [stack["package_files"]["path"]]
     assert f"db={snaps[-1]['id']}" in stored[-1]["tags"]
 
     # Disaster: the database volume is gone.
-    host.check_output(f"{COMPOSE} stop registry postgres")
-    host.check_output(f"{COMPOSE} rm -f postgres")
-    host.check_output("docker volume rm prpm_pgdata")
-    host.check_output(f"{COMPOSE} up -d --wait postgres")
-    empty = host.check_output(
-        f"{COMPOSE} exec -T postgres psql -U prpm -d prpm_registry -Atc "
-        "\"select coalesce(to_regclass('public.packages')::text, 'none')\""
-    )
+    compose, db = _compose(host), stack["database"]["service"]
+    host.check_output(f"{compose} stop {stack['registry_service']} {db}")
+    host.check_output(f"{compose} rm -f {db}")
+    host.check_output(f"docker volume rm {stack['project']}_{stack['database']['volume']}")
+    host.check_output(f"{compose} up -d --wait {db}")
+    empty = _psql(host, "\"select coalesce(to_regclass('public.packages')::text, 'none')\"")
     assert empty == "none"
 
     run = run_playbook("restore.yml")
@@ -144,11 +183,13 @@ def test_backup_then_lost_volume_then_restore_brings_every_package_back(host, pa
 
 def test_backup_with_postgres_stopped_fails_and_records_nothing(host):
     before = len(_snapshots(host))
-    host.check_output(f"{COMPOSE} stop postgres")
+    stack = _stack(host)
+    db, registry = stack["database"]["service"], stack["registry_service"]
+    host.check_output(f"{_compose(host)} stop {db}")
     try:
         result = _backup_cli(host, "db")
     finally:
-        host.check_output(f"{COMPOSE} up -d --wait postgres registry")
+        host.check_output(f"{_compose(host)} up -d --wait {db} {registry}")
     assert result.rc != 0
     assert "prpm-backup db FAILED" in result.stderr
     assert len(_snapshots(host)) == before

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+from pathlib import Path
 
 import paramiko
 import pytest
 import requests
+import yaml
 from conftest import HTTP_PORT, PROBE_PORT, SSH_PORT, run_playbook
 
 ADMIN = "admin"
@@ -219,6 +222,23 @@ def test_check_mode_on_converged_host_reports_no_change():
     run = run_playbook("converge.yml", "--check", "--diff")
     assert run.rc == 0, run.output[-3000:]
     assert run.changed() == 0, run.output[-3000:]
+
+
+def _role_tags(role: str) -> list[str]:
+    """The tags a role's tasks/main.yml documents, each meant to run alone."""
+    main = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"], "roles", role, "tasks", "main.yml")
+    tags = {t for task in yaml.safe_load(main.read_text()) for t in task.get("tags", [])}
+    return sorted(tags - {"always", role})
+
+
+def test_every_documented_tag_runs_alone():
+    """`--tags base_memory` once failed on a fact only the preflight set: each tag alone works."""
+    tags = _role_tags("base") + _role_tags("docker")
+    assert "base_memory" in tags and "docker_service" in tags
+    for tag in tags:
+        run = run_playbook("converge.yml", "--tags", tag)
+        assert run.rc == 0, f"--tags {tag}: " + run.output[-3000:]
+        assert run.changed() == 0, f"--tags {tag}: " + run.output[-3000:]
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,12 @@ def test_unattended_upgrades_dry_run_with_security_origins_and_blocklist(host):
     assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
 
 
+def test_check_diff_on_the_converged_host_reports_no_change():
+    run = run_playbook("converge.yml", "--check", "--diff")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed() == 0, run.output[-3000:]
+
+
 def test_security_suite_is_an_apt_source(host):
     policy = host.check_output("apt-cache policy")
     assert "trixie-security" in policy

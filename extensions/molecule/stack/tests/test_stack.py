@@ -186,6 +186,44 @@ def test_bad_input_fails_before_any_change(host, extra_vars, message):
     )
 
 
+def test_check_diff_on_the_converged_host_reports_no_change():
+    run = run_playbook("converge.yml", "--check", "--diff")
+    assert run.rc == 0, run.output[-3000:]
+    assert run.changed() == 0, run.output[-3000:]
+
+
+def _deployed(host) -> dict:
+    state = json.loads(host.file("/opt/prpm/deployed.json").content_string)
+    return {k: state[k].get("images", {}).get("registry") for k in ("current", "previous")}
+
+
+def test_upgrade_then_rollback_twice_keeps_the_data(host):
+    """1.0.0 -> 1.1.0, then playbooks/rollback.yml twice: back to 1.0.0, then forward again
+    (rollback goes to the other of the last two versions), every step health-gated."""
+    v100 = "localhost/prpm-hobby/registry:1.0.0"
+    v110 = "localhost/prpm-hobby/registry:1.1.0"
+    name = f"across-versions-{uuid.uuid4().hex[:8]}"
+    assert put_package(name, {"v": 1}).status_code == 201
+    try:
+        run = run_playbook("converge.yml", extra_vars={"registry_stack_registry_image": v110})
+        assert run.rc == 0, run.output[-3000:]
+        assert get("/health").json()["version"] == "1.1.0"
+        assert _deployed(host) == {"current": v110, "previous": v100}
+        assert get(f"/api/v1/packages/{name}").json() == {"v": 1}
+
+        for serving, other in (("1.0.0", v110), ("1.1.0", v100)):
+            run = run_playbook("rollback.yml")
+            assert run.rc == 0, run.output[-3000:]
+            assert get("/health").json()["version"] == serving
+            assert _deployed(host)["previous"] == other
+            assert get(f"/api/v1/packages/{name}").json() == {"v": 1}
+    finally:
+        # Leave 1.0.0 deployed (1.1.0 previous) for the tests that follow.
+        run = run_playbook("converge.yml", extra_vars={"registry_stack_registry_image": v100})
+        assert run.rc == 0, run.output[-3000:]
+    assert _deployed(host) == {"current": v100, "previous": v110}
+
+
 def test_broken_deploy_rolls_back_and_old_version_serves_old_data(host):
     name = f"before-broken-{uuid.uuid4().hex[:8]}"
     assert put_package(name, {"v": 1}).status_code == 201
