@@ -12,9 +12,9 @@ BIN := $(CURDIR)/$(VENV)/bin
 REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 COLLECTION_LINK := .collections/ansible_collections/prpm/hobby
-SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
-# smoke first: it proves the harness before the slower scenarios run.
-ORDERED_SCENARIOS := $(filter smoke,$(SCENARIOS)) $(filter-out smoke,$(SCENARIOS))
+SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard extensions/molecule/*/molecule.yml))))
+# default (the smoke test) first: it proves the harness before the slower scenarios run.
+ORDERED_SCENARIOS := $(filter default,$(SCENARIOS)) $(filter-out default,$(SCENARIOS))
 SCENARIO ?=
 ANSIBLE_ARGS ?=
 
