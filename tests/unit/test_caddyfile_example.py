@@ -11,17 +11,24 @@ import sys
 from pathlib import Path
 
 import jinja2
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "roles" / "registry_stack" / "templates" / "Caddyfile.j2"
 EXAMPLE = ROOT / "files" / "Caddyfile"
+# The stack's names come from the role's one place for them.
+SERVICE = yaml.safe_load(
+    (ROOT / "roles" / "registry_stack" / "vars" / "main.yml").read_text(encoding="utf-8")
+)["__registry_stack_service"]
 EXAMPLE_VARS = {
     "ansible_managed": "Example rendering of roles/registry_stack/templates/Caddyfile.j2",
     "registry_stack_domain": "registry.example.com",
     "registry_stack_acme_email": "ops@example.com",
     "registry_stack_registry_port": 3111,
     "__registry_stack_local_storage": True,
-    "__registry_stack_storage_endpoint": "http://storage:9000",
+    "__registry_stack_service": SERVICE,
+    "__registry_stack_storage_address": f"{SERVICE['storage']}:9000",
+    "__registry_stack_storage_endpoint": f"http://{SERVICE['storage']}:9000",
 }
 
 

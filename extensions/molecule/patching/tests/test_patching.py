@@ -67,7 +67,7 @@ def _patch(tmp_path: Path, **extra):
         "-i",
         str(groups),
         "-e",
-        f"@{PROJECT / 'molecule' / '_shared' / 'stack-vars.yml'}",
+        f"@{PROJECT / 'extensions' / 'molecule' / '_shared' / 'stack-vars.yml'}",
         "-e",
         f"@{SCENARIO / 'vars.yml'}",
         extra_vars={"patching_report_dir": str(reports), **extra},
