@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["InvalidCidr", "cidr_overlaps", "cidr_version", "is_anywhere", "parse_cidr"]
+__all__ = ["InvalidCidr", "cidr_overlaps", "cidr_version", "is_anywhere", "is_cidr", "parse_cidr"]
 
 
 class InvalidCidr(ValueError):
@@ -21,6 +21,15 @@ def parse_cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(value.strip(), strict=False)
     except ValueError as exc:
         raise InvalidCidr(f"not a CIDR: {value!r} ({exc})") from exc
+
+
+def is_cidr(value: object) -> bool:
+    """True when ``value`` parses as a network (host bits tolerated); never raises."""
+    try:
+        parse_cidr(value)
+    except InvalidCidr:
+        return False
+    return True
 
 
 def cidr_version(value: object) -> int:

@@ -17,6 +17,9 @@ FILTERS = FilterModule().filters()
         ("cidr_version", ("::/0",), 6),
         ("cidr_is_anywhere", ("0.0.0.0/0",), True),
         ("cidr_is_anywhere", ("198.51.100.0/24",), False),
+        ("cidr_is_valid", ("198.51.100.0/24",), True),
+        ("cidr_is_valid", ("198.51.100.777/32",), False),
+        ("cidr_is_valid", (7,), False),
     ],
 )
 def test_filters(name: str, args: tuple, expected: object) -> None:

@@ -8,6 +8,7 @@ from ansible_collections.prpm.hobby.plugins.module_utils._net import (
     cidr_overlaps,
     cidr_version,
     is_anywhere,
+    is_cidr,
     parse_cidr,
 )
 
@@ -50,3 +51,22 @@ def test_version_and_anywhere(cidr: str, version: int, anywhere: bool) -> None:
 def test_invalid(value: object) -> None:
     with pytest.raises(InvalidCidr, match="not a CIDR"):
         parse_cidr(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("203.0.113.7/32", True),
+        ("203.0.113.7", True),
+        (" 2001:db8:7::/48 ", True),
+        ("10.0.0.1/8", True),
+        ("198.51.100.777/32", False),
+        ("2", False),
+        ("", False),
+        (5, False),
+        (None, False),
+        (["203.0.113.7/32"], False),
+    ],
+)
+def test_is_cidr_never_raises(value: object, expected: bool) -> None:
+    assert is_cidr(value) is expected
