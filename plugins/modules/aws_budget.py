@@ -15,7 +15,13 @@ description:
     threshold (percent of the limit, on actual or forecasted spend) sent to the given e-mail
     addresses. No amazon.aws or community.aws module manages budgets.
   - Idempotent, by budget name. A changed limit is applied with UpdateBudget; notifications
-    are added and removed to match O(thresholds).
+    are added and removed to match O(thresholds), and the e-mail recipients of each notification
+    to match O(emails) (a new address is subscribed before a removed one is unsubscribed, since
+    a notification keeps at least one). Subscribers of other kinds (an SNS topic added by hand)
+    are left alone.
+  - Bad input fails before any AWS call, with every problem named - an address that does not
+    look like one (AWS accepts any string), no address while thresholds are set, more than 10
+    addresses, a percent not above 0.
 options:
   name:
     description: Budget name.
@@ -30,7 +36,9 @@ options:
     description: Monthly limit in USD. Required with O(state=present).
     type: float
   emails:
-    description: E-mail addresses that receive the alerts.
+    description:
+      - E-mail addresses that receive the alerts, at most 10; exactly these receive them.
+      - Required (one or more) with O(state=present) unless O(thresholds) is empty.
     type: list
     elements: str
     default: []
@@ -79,7 +87,7 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["create budget"]
+  sample: ["create budget", "add recipient ops@example.org to ('ACTUAL', 80.0)"]
 """
 
 try:
@@ -93,6 +101,7 @@ from ansible_collections.prpm.hobby.plugins.module_utils._budget import (
     BudgetSpec,
     ensure_absent,
     ensure_present,
+    spec_errors,
 )
 
 
@@ -120,20 +129,25 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    if p["state"] == "present" and p["limit_usd"] <= 0:
-        module.fail_json(msg="limit_usd must be greater than 0")
+    spec = None
+    if p["state"] == "present":
+        if p["limit_usd"] <= 0:
+            module.fail_json(msg="limit_usd must be greater than 0")
+        spec = BudgetSpec(
+            p["name"],
+            p["limit_usd"],
+            p["emails"],
+            [(t["type"], t["percent"]) for t in p["thresholds"]],
+        )
+        errors = spec_errors(spec)
+        if errors:
+            module.fail_json(msg=f"Budget {p['name']}: " + "; ".join(errors))
     try:
         account = module.client("sts").get_caller_identity()["Account"]
         client = module.client("budgets")
-        if p["state"] == "absent":
+        if spec is None:
             changed, actions = ensure_absent(client, account, p["name"], module.check_mode)
         else:
-            spec = BudgetSpec(
-                p["name"],
-                p["limit_usd"],
-                p["emails"],
-                [(t["type"], t["percent"]) for t in p["thresholds"]],
-            )
             changed, actions = ensure_present(client, account, spec, module.check_mode)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         module.fail_json_aws(exc, msg=f"Could not manage budget {p['name']}")
