@@ -141,6 +141,12 @@ class HobbyConfig:
     backup_gb: float = 5.0
     packages_gb: float = 1.0
     transfer_out_gb: float = 20.0
+    # Pre-patch snapshots kept at once: retention 14 days / weekly patch runs + 1.
+    patch_snapshots: int = 3
+    # Teardown's final snapshot of the root volume, kept until deleted by hand.
+    final_snapshot: bool = True
+    # Blocks changed between two snapshots of the volume, in percent of its size.
+    snapshot_change_percent: float = 10.0
 
 
 @dataclass
@@ -172,6 +178,32 @@ def _transfer(gb: float) -> float:
     return max(0.0, gb - FREE_TRANSFER_GB) * TRANSFER_OUT_PER_GB
 
 
+def _snapshot_lines(cfg: HobbyConfig) -> list[tuple[str, float]]:
+    """(item, GB) of the root volume's snapshots that patch runs and teardown keep.
+
+    EBS snapshots of one volume are incremental: the oldest holds the volume's data (taken as
+    the whole volume, an upper bound: only written blocks are stored), each later one the
+    blocks changed since the one before (snapshot_change_percent of the volume).
+    """
+    if cfg.patch_snapshots < 0:
+        raise CostError(f"patch_snapshots must be 0 or more, got {cfg.patch_snapshots}")
+    if not 0 <= cfg.snapshot_change_percent <= 100:
+        raise CostError(
+            "snapshot_change_percent must be between 0 and 100, "
+            f"got {cfg.snapshot_change_percent:g}"
+        )
+    full = float(cfg.root_volume_gb)
+    change = full * cfg.snapshot_change_percent / 100
+    lines = []
+    if cfg.patch_snapshots:
+        gb = full + (cfg.patch_snapshots - 1) * change
+        lines.append((f"EBS pre-patch snapshots ({cfg.patch_snapshots} kept, {gb:g} GB)", gb))
+    if cfg.final_snapshot:
+        gb = change if cfg.patch_snapshots else full
+        lines.append((f"EBS final snapshot, kept by teardown ({gb:g} GB)", gb))
+    return lines
+
+
 def estimate_hobby(cfg: HobbyConfig) -> Estimate:
     """Monthly cost of one EC2 instance running the whole stack."""
     prices = _prices(cfg.region)
@@ -186,6 +218,8 @@ def estimate_hobby(cfg: HobbyConfig) -> Estimate:
         prices["ec2"][cfg.instance_type] * HOURS_PER_MONTH,
     )
     est.add(f"EBS gp3 {cfg.root_volume_gb} GB", cfg.root_volume_gb * prices["gp3_gb_month"])
+    for item, gb in _snapshot_lines(cfg):
+        est.add(item, gb * prices["snapshot_gb_month"])
     if cfg.snapshot_gb:
         est.add(
             f"EBS snapshots {cfg.snapshot_gb:g} GB", cfg.snapshot_gb * prices["snapshot_gb_month"]

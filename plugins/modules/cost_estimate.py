@@ -13,8 +13,9 @@ author: prpm.hobby maintainers (@prpm-hobby)
 description:
   - Turns the chosen configuration into a monthly cost table from a bundled, dated price table
     (on-demand list prices for us-east-1, us-west-2, eu-west-1 and eu-central-1)
-    covering instance hours (730 h), EBS gp3, snapshots, the public IPv4 charge, S3 backup
-    storage, S3 package storage (the registry's package files) and data transfer out.
+    covering instance hours (730 h), EBS gp3, the root volume's snapshots that patch runs and
+    teardown keep (each on its own line), the public IPv4 charge, S3 backup storage, S3 package
+    storage (the registry's package files) and data transfer out.
   - Also prices the tiers the hobby tier replaces (Elastic Beanstalk with ALB and RDS; ECS
     Fargate with ALB, NAT, RDS and ElastiCache) with the same table, for comparison.
   - Fails when the estimate exceeds O(budget_usd), unless O(allow_over_budget) is set.
@@ -36,8 +37,30 @@ options:
     description: Whether the instance has a public IPv4 address (billed at 0.005 USD/h).
     type: bool
     default: true
+  patch_snapshots:
+    description:
+      - Pre-patch snapshots of the root volume kept at once (C(playbooks/patch.yml) takes one per
+        run and deletes those older than C(patching_ebs_snapshot_retention_days)): retention /
+        days between runs + 1, so 3 for 14 days and weekly runs. V(0) when patch runs take none.
+      - Priced as incremental snapshots, see O(snapshot_change_percent).
+    type: int
+    default: 3
+  final_snapshot:
+    description:
+      - Count the final snapshot of the root volume that teardown keeps
+        (C(aws_host_teardown_final_snapshot)). It outlives the host, and it overlaps with the next
+        host's month when a host is rebuilt, so the budget covers it.
+    type: bool
+    default: true
+  snapshot_change_percent:
+    description:
+      - Blocks changed between two snapshots of the root volume, in percent of its size. EBS
+        snapshots are incremental, so the oldest kept snapshot is priced at the whole volume
+        (an upper bound: only written blocks are stored) and each later one at this share of it.
+    type: float
+    default: 10
   snapshot_gb:
-    description: Expected EBS snapshot storage in GB.
+    description: Other EBS snapshot storage in GB (on its own line), beyond the ones above.
     type: float
     default: 0
   backup_gb:
@@ -87,12 +110,13 @@ lines:
   returned: always
   type: list
   elements: dict
-  sample: [{"item": "EC2 t3.micro (730 h)", "usd": 7.59}]
+  sample: [{"item": "EC2 t3.micro (730 h)", "usd": 7.59},
+           {"item": "EBS pre-patch snapshots (3 kept, 24 GB)", "usd": 1.2}]
 total:
   description: Monthly total in USD.
   returned: always
   type: float
-  sample: 12.97
+  sample: 14.27
 table:
   description: The same lines as printable text.
   returned: always
@@ -101,7 +125,7 @@ tiers:
   description: The seed analysis' tiers priced with the same table.
   returned: always
   type: dict
-  sample: {"hobby (t3.micro + compose)": 12.97}
+  sample: {"hobby (t3.micro + compose)": 14.27}
 prices_date:
   description: Date of the bundled price table.
   returned: always
@@ -127,6 +151,9 @@ def main() -> None:
             "instance_type": {"type": "str", "default": "t3.micro"},
             "root_volume_gb": {"type": "int", "default": 20},
             "public_ipv4": {"type": "bool", "default": True},
+            "patch_snapshots": {"type": "int", "default": 3},
+            "final_snapshot": {"type": "bool", "default": True},
+            "snapshot_change_percent": {"type": "float", "default": 10},
             "snapshot_gb": {"type": "float", "default": 0},
             "backup_gb": {"type": "float", "default": 5},
             "packages_gb": {"type": "float", "default": 1},
@@ -143,6 +170,9 @@ def main() -> None:
         root_volume_gb=p["root_volume_gb"],
         public_ipv4=p["public_ipv4"],
         snapshot_gb=p["snapshot_gb"],
+        patch_snapshots=p["patch_snapshots"],
+        final_snapshot=p["final_snapshot"],
+        snapshot_change_percent=p["snapshot_change_percent"],
         backup_gb=p["backup_gb"],
         packages_gb=p["packages_gb"],
         transfer_out_gb=p["transfer_out_gb"],
