@@ -42,12 +42,55 @@ os.environ.update(
 )
 
 from ansible_recap import PlaybookRun, ansible_playbook  # noqa: E402 (tools/, on sys.path)
+from moto.budgets.exceptions import DuplicateRecordException, NotFoundException  # noqa: E402
+from moto.budgets.responses import BudgetsResponse  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.amis import Ami  # noqa: E402
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer  # noqa: E402
 from moto.ssm.models import Parameter, ssm_backends  # noqa: E402
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+# moto 5.2 stores each budget notification with its subscribers but answers none of the
+# subscriber calls (a 500). These three follow the AWS API reference, on moto's own model, so
+# that prpm.hobby.aws_budget can read and change who receives an alert.
+def _subscribed(response: BudgetsResponse):
+    """The stored notification the request names, with its subscribers."""
+    budgets = response.backend.budgets[response._get_param("AccountId")]
+    name = response._get_param("BudgetName")
+    if name not in budgets:
+        raise NotFoundException(f"Unable to get budget: {name} - the budget doesn't exist.")
+    wanted = response._get_param("Notification")
+    for notification in budgets[name].notifications:
+        if notification.details == wanted:
+            return notification
+    raise NotFoundException(f"Unable to find the notification {wanted} of budget {name}.")
+
+
+def _describe_subscribers_for_notification(self: BudgetsResponse) -> str:
+    return json.dumps({"Subscribers": list(_subscribed(self).subscribers)})
+
+
+def _create_subscriber(self: BudgetsResponse) -> str:
+    notification, subscriber = _subscribed(self), self._get_param("Subscriber")
+    if subscriber in notification.subscribers:
+        raise DuplicateRecordException("subscriber", subscriber["Address"])
+    notification.subscribers = [*notification.subscribers, subscriber]
+    return json.dumps({})
+
+
+def _delete_subscriber(self: BudgetsResponse) -> str:
+    notification, subscriber = _subscribed(self), self._get_param("Subscriber")
+    if subscriber not in notification.subscribers:
+        raise NotFoundException(f"Unable to find the subscriber {subscriber['Address']}.")
+    notification.subscribers = [s for s in notification.subscribers if s != subscriber]
+    return json.dumps({})
+
+
+BudgetsResponse.describe_subscribers_for_notification = _describe_subscribers_for_notification
+BudgetsResponse.create_subscriber = _create_subscriber
+BudgetsResponse.delete_subscriber = _delete_subscriber
 
 
 def _free_port() -> int:
@@ -190,8 +233,6 @@ def settings(tmp_path_factory) -> Path:
                 "aws_host_alert_emails": ["ops@example.org"],
                 "prpm_domain": "registry.example.org",
                 "prpm_registry_image": "ghcr.io/example/prpm-registry:1.0.0",
-                # moto runs no SSH server: the provision playbook's wait step is a no-op here.
-                "prpm_wait_for_ssh": False,
             }
         )
     )
@@ -199,11 +240,27 @@ def settings(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def playbook(moto, settings):
+def cloud_init_log(tmp_path_factory) -> Path:
+    """Every call of tests/aws/bin/cloud-init, one line each (its arguments)."""
+    return tmp_path_factory.mktemp("cloud-init") / "calls.log"
+
+
+@pytest.fixture(scope="session")
+def playbook(moto, settings, cloud_init_log):
+    # moto runs no instance: tests/aws/hosts.yml reaches its hosts on this machine, where
+    # tests/aws/bin/cloud-init stands in for cloud-init. The playbooks know nothing of it.
+    here = Path(__file__).resolve().parent
+    env = {
+        **moto.env(),
+        "PATH": f"{here / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PRPM_TEST_CLOUD_INIT_LOG": str(cloud_init_log),
+    }
+
     def run(name: str, *extra: str) -> PlaybookRun:
         """The run's recap raises, never reads as changed=0, when the output has none."""
         inventory, path = ROOT / "inventories" / "aws", ROOT / "playbooks" / name
-        args = ["-i", str(inventory), str(path), "-e", f"@{settings}", *extra]
-        return ansible_playbook(args, env=moto.env(), cwd=ROOT)
+        inventories = ["-i", str(inventory), "-i", str(here / "hosts.yml")]
+        args = [*inventories, str(path), "-e", f"@{settings}", *extra]
+        return ansible_playbook(args, env=env, cwd=ROOT)
 
     return run

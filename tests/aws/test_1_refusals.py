@@ -58,6 +58,31 @@ CASES = {
         {"aws_host_alert_emails": []},
         "aws_host_alert_emails",
     ),
+    "alert address that is not one": (
+        {"aws_host_alert_emails": ["ops@example.org", "not-an-address"]},
+        "aws_host_alert_emails: not an e-mail address: not-an-address",
+    ),
+    "comma-separated alert addresses, one bad": (
+        {"aws_host_alert_emails": "ops@example.org,ops"},
+        "aws_host_alert_emails: not an e-mail address: ops",
+    ),
+    "admin CIDRs as a number": (
+        {"aws_host_admin_cidrs": 5},
+        "aws_host_admin_cidrs must be a list or a comma-separated string, got int",
+    ),
+    "extra tags that are not a mapping": (
+        {"aws_host_extra_tags": "Owner=me"},
+        "aws_host_extra_tags must be a mapping",
+    ),
+    "budget threshold of 0 percent": (
+        {"aws_host_budget_thresholds": [{"type": "ACTUAL", "percent": 0}]},
+        "aws_host_budget_thresholds: each percent must be above 0",
+    ),
+    # 12.97 USD without the snapshots that patch runs and teardown keep.
+    "budget below the estimate with its snapshots": (
+        {"aws_host_monthly_budget_usd": 13.5},
+        "exceeds the budget of 13.50 USD/month",
+    ),
 }
 
 
@@ -82,4 +107,4 @@ def test_ssh_from_anywhere_needs_the_override_only(playbook):
         ),
     )
     assert "opens SSH to the whole Internet" not in run.output
-    assert "Discover | Read the account" in run.output, run.output
+    assert "aws_host : Read the account" in run.output, run.output

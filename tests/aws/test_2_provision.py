@@ -58,6 +58,25 @@ def test_first_run_changes_second_run_does_not(provisioned):
     assert second.changed() == 0, second.output
 
 
+def test_first_run_waits_for_the_new_host(provisioned, cloud_init_log):
+    """The host did not exist when the run started: the wait runs against the refreshed
+    inventory, for the connection and for cloud-init."""
+    first = provisioned[0]
+    assert first.recap[NAME]["ok"] == 2, first.output
+    assert first.recap[NAME]["failed"] == 0
+    assert "status --wait" in cloud_init_log.read_text().splitlines()
+
+
+@pytest.mark.parametrize("tag", ["aws_host_alerts", "aws_host_instance"])
+def test_each_part_runs_alone_by_its_tag(provisioned, playbook, tag):
+    """A part finds what it needs of the others by name; on a provisioned host it changes
+    nothing."""
+    run = playbook("provision.yml", "-e", provisioned[2], "--tags", tag)
+    assert run.rc == 0, run.output
+    assert run.changed() == 0, run.output
+    assert "aws_host : Read the account" in run.output  # discovery runs with every part
+
+
 def test_exactly_one_instance_of_the_configured_type(instance, ec2):
     assert instance["InstanceType"] == "t3.micro"
     assert {t["Key"]: t["Value"] for t in instance["Tags"]} == {
