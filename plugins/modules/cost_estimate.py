@@ -39,9 +39,10 @@ options:
     default: true
   patch_snapshots:
     description:
-      - Pre-patch snapshots of the root volume kept at once (C(playbooks/patch.yml) takes one per
-        run and deletes those older than C(patching_ebs_snapshot_retention_days)): retention /
-        days between runs + 1, so 3 for 14 days and weekly runs. V(0) when patch runs take none.
+      - Pre-patch snapshots of the root volume kept at once. C(playbooks/patch.yml) takes one per
+        run and deletes those older than C(patching_ebs_snapshot_retention_days), so this is the
+        retention / days between runs + 1 (3 for 14 days and weekly runs). V(0) when patch runs
+        take none.
       - Priced as incremental snapshots, see O(snapshot_change_percent).
     type: int
     default: 3
@@ -56,7 +57,7 @@ options:
     description:
       - Blocks changed between two snapshots of the root volume, in percent of its size. EBS
         snapshots are incremental, so the oldest kept snapshot is priced at the whole volume
-        (an upper bound: only written blocks are stored) and each later one at this share of it.
+        (an upper bound, as only written blocks are stored) and each later one at this share of it.
     type: float
     default: 10
   snapshot_gb:
