@@ -100,7 +100,7 @@ def recipients_changed(two_hosts, playbook):
     extra = json.dumps({"aws_host_name": SECOND, "aws_host_admin_cidrs": ["203.0.113.7/32"]})
     runs = [
         playbook("provision.yml", "-e", extra, "-e", "aws_host_alert_emails=dev@example.org")
-        for _ in range(2)
+        for _run in range(2)
     ]
     for run in runs:
         assert run.rc == 0, run.output
