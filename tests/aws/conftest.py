@@ -231,8 +231,8 @@ def settings(tmp_path_factory) -> Path:
                 "aws_host_ssh_public_key_file": f"{key}.pub",
                 "aws_host_admin_cidrs": ["198.51.100.7/32", "2001:db8:7::/48"],
                 "aws_host_alert_emails": ["ops@example.org"],
-                "prpm_domain": "registry.example.org",
-                "prpm_registry_image": "ghcr.io/example/prpm-registry:1.0.0",
+                "registry_stack_domain": "registry.example.org",
+                "registry_stack_registry_image": "ghcr.io/example/prpm-registry:1.0.0",
             }
         )
     )
