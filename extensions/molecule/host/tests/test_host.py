@@ -248,6 +248,10 @@ def test_every_documented_tag_runs_alone():
         ({"base_admin_cidrs": ["0.0.0.0/0"]}, "covers a whole address family"),
         ({"base_admin_cidrs": ["::/0"]}, "covers a whole address family"),
         ({"base_admin_cidrs": []}, "base_admin_cidrs is empty"),
+        (
+            {"base_admin_cidrs": ["10.0.0.0/8", "203.0.113.7/33"]},
+            "entries that are not CIDRs: 203.0.113.7/33",
+        ),
         ({"base_swap_size_mib": 1024 * 1024 * 1024}, "Lower base_swap_size_mib or grow the disk"),
         (
             {"docker_default_address_pools": [{"base": "172.31.128.0/17", "size": 24}]},
