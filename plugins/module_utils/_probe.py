@@ -82,8 +82,13 @@ class OutageTracker:
         }
 
 
-def probe_once(url: str, *, validate_certs: bool = True, timeout: float = 5) -> tuple[bool, str]:
-    """GET url; healthy when HTTP 200 and, for a JSON body with a status, status is ok."""
+def probe_once(
+    url: str, *, validate_certs: bool = True, timeout: float = 5, require_status: bool = False
+) -> tuple[bool, str]:
+    """GET url; healthy when HTTP 200 and, for a JSON body with a status, status is ok.
+
+    With require_status, only a JSON body whose status is ok is healthy (the registry's /health).
+    """
     try:
         resp = open_url(
             url,
@@ -102,8 +107,10 @@ def probe_once(url: str, *, validate_certs: bool = True, timeout: float = 5) -> 
     try:
         data = json.loads(body)
     except ValueError:
-        return True, "HTTP 200"
-    if isinstance(data, dict) and "status" in data and data["status"] != "ok":
+        data = None
+    if not isinstance(data, dict) or "status" not in data:
+        return (False, "HTTP 200 without a JSON status") if require_status else (True, "HTTP 200")
+    if data["status"] != "ok":
         return False, f"status {data['status']}"
     return True, "ok"
 
@@ -146,7 +153,7 @@ def wait_healthy(  # noqa: PLR0913 - keyword-only knobs, and injectable clock/sl
     sleep=time.sleep,
     probe=probe_once,
 ) -> dict:
-    """Probe url until it is healthy or wait_seconds pass (0: probe once).
+    """Probe url until it answers {"status": "ok"} or wait_seconds pass (0: probe once).
 
     Returns healthy, the last detail, the number of probes and the seconds waited.
     """
@@ -155,7 +162,7 @@ def wait_healthy(  # noqa: PLR0913 - keyword-only knobs, and injectable clock/sl
     probes = 0
     while True:
         at = clock()
-        ok, detail = probe(url, validate_certs=validate_certs, timeout=timeout)
+        ok, detail = probe(url, validate_certs=validate_certs, timeout=timeout, require_status=True)
         probes += 1
         if ok or clock() >= deadline:
             break

@@ -14,8 +14,8 @@ description:
   - The one health gate of the collection's roles, run on the controller against the public
     health URL, through the reverse proxy (the path users take).
   - Probes O(url) every O(interval) seconds until it is healthy or O(wait) seconds pass. Healthy
-    is HTTP 200 whose JSON body, when it has a C(status), says C(ok) (the PRPM registry's
-    C(GET /health)).
+    is HTTP 200 with a JSON body whose C(status) is C(ok) (the PRPM registry's C(GET /health));
+    any other answer, a 200 without that status included, is not.
   - Fails when the URL is not healthy in time, with the last status seen. O(wait=0) probes once
     (a preflight).
 options:

@@ -252,6 +252,8 @@ def test_every_documented_tag_runs_alone():
             {"base_admin_cidrs": ["10.0.0.0/8", "203.0.113.7/33"]},
             "entries that are not CIDRs: 203.0.113.7/33",
         ),
+        # A string is a comma-separated list, not characters ("not a CIDR: '2'" once).
+        ({"base_admin_cidrs": "10.0.0.0/8, 203.0.113.7/33"}, "not CIDRs: 203.0.113.7/33 ("),
         ({"base_swap_size_mib": 1024 * 1024 * 1024}, "Lower base_swap_size_mib or grow the disk"),
         (
             {"docker_default_address_pools": [{"base": "172.31.128.0/17", "size": 24}]},

@@ -102,6 +102,12 @@ def test_probe_once_reads_the_health_status(server) -> None:
     assert probe_once(server + "/degraded") == (False, "status degraded")
     assert probe_once(server + "/down") == (False, "HTTP 503")
     assert probe_once(server + "/plain") == (True, "HTTP 200")
+    # The health gate's probe: a 200 that is not {"status": "ok"} is not healthy.
+    assert probe_once(server + "/plain", require_status=True) == (
+        False,
+        "HTTP 200 without a JSON status",
+    )
+    assert probe_once(server + "/ok", require_status=True) == (True, "ok")
     ok, detail = probe_once("http://127.0.0.1:9/health", timeout=1)
     assert ok is False
     assert detail
@@ -146,7 +152,10 @@ class _FakeClock:
 def _probe_sequence(results: list[tuple[bool, str]]):
     calls = iter(results)
 
-    def probe(url: str, *, validate_certs: bool, timeout: float) -> tuple[bool, str]:
+    def probe(
+        url: str, *, validate_certs: bool, timeout: float, require_status: bool
+    ) -> tuple[bool, str]:
+        assert require_status  # the gate wants {"status": "ok"}, not any 200
         return next(calls)
 
     return probe
