@@ -67,6 +67,15 @@ def test_first_run_waits_for_the_new_host(provisioned, cloud_init_log):
     assert "status --wait" in cloud_init_log.read_text().splitlines()
 
 
+def test_check_diff_on_the_provisioned_tier_reports_no_change(provisioned, playbook):
+    """--check --diff against what provisioning made: nothing would change, nothing fails."""
+    run = playbook("provision.yml", "-e", provisioned[2], "--check", "--diff")
+    assert run.rc == 0, run.output[-3000:]
+    tasks = run.output.split("\nTASK [")
+    changed = [t[:2000] for t in tasks if "\nchanged: [" in t]
+    assert run.changed() == 0, "\n\n".join(changed)
+
+
 @pytest.mark.parametrize("tag", ["aws_host_alerts", "aws_host_instance"])
 def test_each_part_runs_alone_by_its_tag(provisioned, playbook, tag):
     """A part finds what it needs of the others by name; on a provisioned host it changes
