@@ -1,0 +1,541 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""prpm_stack: the registry switch (zero-downtime deploys): the plan, the order of the switch,
+a candidate that fails (before Caddy, behind Caddy), the drain, leftovers of an interrupted
+switch, and `prpm-stack switch`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import prpm_stack
+import pytest
+from host_fakes import FakeHost, write_json
+from prpm_stack import CandidateFailed, Failure, Stack, Switch
+
+COMPOSE = ["docker", "compose", "-f", "/opt/prpm/compose.yaml", "-p", "prpm"]
+PORT = 8000
+OLD, NEW = "prpm-registry-1", "prpm-registry-2"
+OLD_ID, NEW_ID = "c0ffee000001", "c0ffee000002"
+UPSTREAMS_URL = "http://localhost:2019/reverse_proxy/upstreams"
+HEALTH_OK = (True, "https://127.0.0.1:443/health: ok")
+HEALTH_502 = (False, "https://127.0.0.1:443/health: HTTP 502 ")
+
+
+def dry_run(container: str, action: str) -> str:
+    """What `docker compose up --dry-run` prints (on stderr) for the registry's container."""
+    return (
+        " DRY-RUN MODE -  Container prpm-postgres-1  Running\n"
+        f" DRY-RUN MODE -  Container {container}  {action}\n"
+        " DRY-RUN MODE -  Container prpm-caddy-1  Running\n"
+    )
+
+
+def upstreams(*counts: tuple[str, int]) -> str:
+    """Caddy's GET /reverse_proxy/upstreams: the addresses and their requests in flight."""
+    return json.dumps([{"address": a, "num_requests": n, "fails": 0} for a, n in counts], indent=1)
+
+
+class Scene:
+    """A host with the stack running: the registry service's containers as `docker compose ps`
+    shows them (`up --scale` adds one numbered as Compose numbers it, `docker rm` removes one),
+    Caddy's upstream file, and a log of every step with the container the upstream file named
+    when the step happened."""
+
+    def __init__(self, fake: FakeHost, tmp_path: Path, contract: dict[str, Any]) -> None:
+        self.fake = fake
+        self.contract = contract
+        self.file = tmp_path / "caddy" / "registry-upstream.caddy"
+        self.file.parent.mkdir()
+        self.rows: list[dict[str, Any]] = []
+        self.log: list[tuple[str, str]] = []
+        self.health: list[tuple[bool, str]] = [HEALTH_OK]
+        fake.on("ps", "--format", out=lambda _argv: self.ps())
+        fake.on("up", "--dry-run", out=dry_run(OLD, "Recreate"))
+        fake.on("up", "--scale", out=self.start_candidate)
+        fake.on("docker", "rm", out=self.rm)
+        # Caddy's answers to the drain probe, in turn (the last one repeats): (exit status, out).
+        self.wget = [(0, upstreams((f"{OLD}:{PORT}", 0), (f"{NEW}:{PORT}", 0)))]
+
+    # --- The host ---
+    def add(self, name: str, cid: str, state: str = "running") -> None:
+        self.rows.append({"ID": cid, "Name": name, "Service": "registry", "State": state})
+
+    def ps(self) -> str:
+        rows = [*self.rows, {"ID": "cafe00000009", "Name": "prpm-caddy-1", "Service": "caddy"}]
+        return "\n".join(json.dumps(r) for r in rows)
+
+    def start_candidate(self, _argv: list[str]) -> str:
+        number = max((int(r["Name"].rsplit("-", 1)[1]) for r in self.rows), default=0) + 1
+        self.add(f"prpm-registry-{number}", f"c0ffee00000{number}")
+        return ""
+
+    def rm(self, argv: list[str]) -> str:
+        self.rows = [r for r in self.rows if r["ID"] != argv[-1]]
+        return ""
+
+    def names(self) -> list[str]:
+        return [r["Name"] for r in self.rows]
+
+    def upstream(self) -> str:
+        return prpm_stack.upstream_in(self.file.read_text()) if self.file.exists() else ""
+
+    def point_at(self, container: str) -> None:
+        self.file.write_text(prpm_stack.upstream_line(container, "registry", PORT))
+
+    # --- What happened ---
+    def note(self, argv: Sequence[str]) -> None:
+        self.log.append((step(argv), self.upstream()))
+
+    def http_health(self) -> tuple[bool, str]:
+        self.log.append(("http_health", self.upstream()))
+        return self.health.pop(0) if len(self.health) > 1 else self.health[0]
+
+    def steps(self) -> list[str]:
+        """What the switch did, in order, without its `compose ps` reads."""
+        return [s for s, _ in self.log if s != "ps"]
+
+    def named_at(self, what: str) -> list[str]:
+        """The container the upstream file named at each such step."""
+        return [named for s, named in self.log if s == what]
+
+    def switch(self, **kw: Any) -> Switch:
+        return Switch(Stack(self.contract), proxy="caddy", upstream_file=self.file, port=PORT, **kw)
+
+
+def step(argv: Sequence[str]) -> str:
+    if argv[:2] == ["docker", "stop"]:
+        return f"stop {argv[-1]}"
+    if argv[:2] == ["docker", "rm"]:
+        return f"rm {argv[-1]}"
+    for word, name in [
+        ("--dry-run", "dry-run"),
+        ("--scale", "up --scale"),
+        ("reload", "caddy reload"),
+        ("wget", "wget"),
+        ("inspect", "inspect"),
+        ("ps", "ps"),
+    ]:
+        if word in argv:
+            return name
+    return " ".join(argv)
+
+
+@pytest.fixture
+def scene(
+    fake: FakeHost, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, contract: dict[str, Any]
+) -> Iterator[Scene]:
+    """One registry container (prpm-registry-1) serves and the upstream file names it; the
+    dry run plans to recreate it; every step is logged; waits do not wait."""
+    s = Scene(fake, tmp_path, contract)
+    s.add(OLD, OLD_ID)
+    s.point_at(OLD)
+
+    def run(cmd: Sequence[str], **kw: Any) -> str:
+        s.note(cmd)
+        return fake.run(cmd, **kw)
+
+    def attempt(cmd: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        s.note(cmd)
+        done = fake.attempt(cmd, **kw)
+        if "--dry-run" in done.args:  # Compose prints its plan on stderr
+            return subprocess.CompletedProcess(done.args, done.returncode, "", done.stdout)
+        if "wget" in done.args:
+            rc, out = s.wget.pop(0) if len(s.wget) > 1 else s.wget[0]
+            return subprocess.CompletedProcess(done.args, rc, out if rc == 0 else "", out)
+        return done
+
+    monkeypatch.setattr(prpm_stack, "run", run)
+    monkeypatch.setattr(prpm_stack, "attempt", attempt)
+    monkeypatch.setattr(Stack, "http_health", lambda _self: s.http_health())
+    monkeypatch.setattr(prpm_stack, "SWITCH_POLL_SECONDS", 0)
+    monkeypatch.setattr(prpm_stack, "SWITCH_GATE_TIMEOUT", 0)
+    monkeypatch.setattr(prpm_stack, "DRAIN_TIMEOUT", 1)
+    yield s
+
+
+# --- The helpers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("output", "wanted"),
+    [
+        (dry_run(OLD, "Recreate"), True),
+        (dry_run(OLD, "Recreate") + dry_run(OLD, "Recreated"), True),
+        (" DRY-RUN MODE -  Container prpm-registry-1  Create\n", True),
+        (
+            " DRY-RUN MODE -  Container prpm-caddy-1  Recreate\n"
+            " DRY-RUN MODE -  Container prpm-registry-1  Running\n",
+            False,
+        ),
+        (" DRY-RUN MODE -  Container prpm-registry-10  Recreate\n", False),
+        (dry_run(OLD, "Running"), False),
+        (dry_run(OLD, "Running") + " DRY-RUN MODE -  Container prpm-migrate-1  Recreate\n", False),
+        ("", False),
+    ],
+)
+def test_needs_new_container(output: str, wanted: bool) -> None:
+    assert prpm_stack.needs_new_container(output, [OLD]) is wanted
+
+
+def test_upstream_line_and_upstream_in_round_trip() -> None:
+    line = prpm_stack.upstream_line("prpm-registry-12", "registry", 8000)
+    assert line == "to prpm-registry-12:8000 registry:8000\n"
+    assert prpm_stack.upstream_in(line) == "prpm-registry-12"
+    assert prpm_stack.upstream_in("# written by prpm-stack switch\n\t" + line) == "prpm-registry-12"
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# to prpm-registry-1:8000 registry:8000\n"])
+def test_upstream_in_says_nothing_for_a_file_without_upstreams(text: str) -> None:
+    assert prpm_stack.upstream_in(text) == ""
+
+
+@pytest.mark.parametrize(
+    ("answer", "idle"),
+    [
+        (upstreams(("prpm-registry-1:8000", 1)), False),
+        (upstreams(("registry:8000", 0), ("prpm-registry-1:8000", 3)), False),
+        (upstreams(("prpm-registry-1:8000", 0)), True),
+        (json.dumps([{"address": "prpm-registry-1:8000", "fails": 0}]), True),
+        (upstreams(("prpm-registry-2:8000", 5), ("registry:8000", 2)), True),
+        (upstreams(("prpm-registry-1:80", 4), ("prpm-registry-10:8000", 4)), True),
+        ("[]", True),
+        ("null", True),
+    ],
+)
+def test_idle_upstream(answer: str, idle: bool) -> None:
+    assert prpm_stack.idle_upstream(answer, "prpm-registry-1:8000") is idle
+
+
+# --- Nothing to switch ---------------------------------------------------------------------------
+@pytest.mark.parametrize("state", [None, "exited"])
+def test_no_running_registry_container_is_nothing_to_switch(
+    scene: Scene, state: str | None
+) -> None:
+    scene.rows = []
+    if state:
+        scene.add(OLD, OLD_ID, state)
+    result = scene.switch().run()
+    assert (result["changed"], result["switched"]) == (False, False)
+    assert "no registry container runs" in result["msg"]
+    assert scene.fake.find("up") == []
+    assert scene.steps() == []
+    assert scene.upstream() == OLD
+
+
+def test_no_change_planned_and_caddy_already_on_the_serving_container(scene: Scene) -> None:
+    scene.fake.on("up", "--dry-run", out=dry_run(OLD, "Running"))
+    before = scene.file.read_text()
+    result = scene.switch().run()
+    assert result == {
+        "changed": False,
+        "switched": False,
+        "serving": OLD,
+        "removed": [],
+        "msg": f"{OLD} runs the wanted configuration",
+    }
+    assert scene.steps() == ["dry-run"]
+    assert scene.fake.find("caddy", "reload") == []
+    assert scene.fake.find("docker", "stop") == []
+    assert scene.file.read_text() == before
+
+
+def test_the_plan_is_asked_of_all_services_without_deps_and_read_from_stderr(
+    scene: Scene, contract: dict[str, Any]
+) -> None:
+    scene.switch().run()
+    (plan,) = scene.fake.find("up", "--dry-run")
+    assert plan[: len(COMPOSE)] == COMPOSE
+    assert "--no-deps" in plan
+    assert plan[-len(contract["services"]) :] == contract["services"]
+    # The dry run's Recreate came on stderr only (the scene's attempt): it was read.
+    assert scene.fake.find("up", "--scale") != []
+
+
+def test_a_failed_plan_is_a_failure_and_nothing_starts(scene: Scene) -> None:
+    scene.fake.on("up", "--dry-run", out="service registry refers to undefined volume x", rc=1)
+    with pytest.raises(Failure, match=r"compose up --dry-run: service registry refers to") as err:
+        scene.switch().run()
+    assert not isinstance(err.value, CandidateFailed)
+    assert scene.steps() == ["dry-run"]
+    assert scene.upstream() == OLD
+
+
+def test_no_change_planned_but_caddy_names_a_gone_container_is_repointed(scene: Scene) -> None:
+    """After a manual `compose down`/`up` the container is prpm-registry-1 again while the file
+    still names the one a switch made (prpm-registry-3)."""
+    scene.point_at("prpm-registry-3")
+    scene.fake.on("up", "--dry-run", out=dry_run(OLD, "Running"))
+    result = scene.switch().run()
+    assert (result["changed"], result["switched"], result["serving"]) == (True, False, OLD)
+    assert result["removed"] == []
+    assert scene.file.read_text() == f"to {OLD}:{PORT} registry:{PORT}\n"
+    assert scene.steps() == ["dry-run", "caddy reload"]
+    assert scene.named_at("caddy reload") == [OLD]
+    assert scene.fake.find("docker", "stop") == []
+
+
+# --- The switch ----------------------------------------------------------------------------------
+def test_a_planned_change_switches_in_order(scene: Scene, contract: dict[str, Any]) -> None:
+    result = scene.switch().run()
+    assert scene.steps() == [
+        "dry-run",
+        "up --scale",
+        "caddy reload",
+        "http_health",
+        "wget",
+        f"stop {OLD_ID}",
+        f"rm {OLD_ID}",
+    ]
+    # Caddy named the old container until the new one was healthy, then the new one.
+    assert scene.named_at("up --scale") == [OLD]
+    assert scene.named_at("caddy reload") == [NEW]
+    assert scene.named_at("http_health") == [NEW]
+    assert scene.file.read_text() == f"to {NEW}:{PORT} registry:{PORT}\n"
+    assert scene.names() == [NEW]
+
+    (up,) = scene.fake.find("up", "--scale")
+    assert up[: len(COMPOSE) + 1] == [*COMPOSE, "up"]
+    assert {"--detach", "--no-deps", "--no-recreate", "--wait"} <= set(up)
+    assert up[up.index("--scale") + 1] == "registry=2"
+    assert up[up.index("--wait-timeout") + 1] == "120"
+    assert up[-len(contract["services"]) :] == contract["services"]
+    assert scene.fake.find("caddy", "reload") == [
+        [*COMPOSE, "exec", "-T", "caddy", "caddy", "reload", "--config", "/etc/caddy/Caddyfile",
+         "--adapter", "caddyfile"],
+    ]  # fmt: skip
+    assert scene.fake.find("wget") == [
+        [*COMPOSE, "exec", "-T", "caddy", "wget", "-qO-", UPSTREAMS_URL]
+    ]
+    assert scene.fake.find("docker", "stop") == [["docker", "stop", "--time", "20", OLD_ID]]
+    assert scene.fake.find("docker", "rm") == [["docker", "rm", OLD_ID]]
+
+    assert (result["changed"], result["switched"], result["drained"]) == (True, True, True)
+    assert (result["from"], result["to"], result["serving"]) == (OLD, NEW, NEW)
+    assert result["removed"] == [OLD_ID]
+    assert set(result["seconds"]) == {"healthy", "switched", "total"}
+    assert result["msg"] == f"registry: {OLD} -> {NEW}, no request dropped"
+
+
+def test_the_gate_polls_caddy_until_the_new_container_answers(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prpm_stack, "SWITCH_GATE_TIMEOUT", 30)
+    scene.health = [HEALTH_502, HEALTH_502, HEALTH_OK]
+    assert scene.switch().run()["switched"] is True
+    assert scene.steps()[2:6] == ["caddy reload", "http_health", "http_health", "http_health"]
+    assert len(scene.fake.find("caddy", "reload")) == 1
+
+
+def test_a_candidate_that_does_not_turn_healthy_is_removed_and_never_served(
+    scene: Scene,
+) -> None:
+    scene.fake.on("up", "--scale", out=scene.start_candidate, rc=1)
+    health = {"Status": "unhealthy", "Log": [{"ExitCode": 1, "Output": "connection refused\n"}]}
+    scene.fake.on("docker", "inspect", out=json.dumps(health))
+    with pytest.raises(CandidateFailed) as err:
+        scene.switch().run()
+    message = str(err.value)
+    assert message.startswith("the new registry container did not turn healthy (")
+    assert "unhealthy: connection refused" in message
+    assert message.endswith(f"was removed and never received a request: {OLD} still serves")
+    assert scene.steps() == ["dry-run", "up --scale", "inspect", f"stop {NEW_ID}", f"rm {NEW_ID}"]
+    assert scene.fake.find("docker", "stop") == [["docker", "stop", "--time", "1", NEW_ID]]
+    assert scene.fake.find("docker", "inspect")[0][-1] == NEW_ID
+    assert scene.fake.find("caddy", "reload") == []
+    assert scene.upstream() == OLD
+    assert scene.names() == [OLD]
+
+
+def test_a_candidate_without_health_log_still_fails_with_the_compose_error(scene: Scene) -> None:
+    scene.fake.on("up", "--scale", out=scene.start_candidate, rc=1)
+    scene.fake.on("docker", "inspect", out="null")
+    with pytest.raises(CandidateFailed, match=rf"\(docker exited 1\).* {OLD} still serves$"):
+        scene.switch().run()
+    assert scene.names() == [OLD]
+
+
+def test_cli_switch_exits_3_when_the_candidate_fails(
+    scene: Scene, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scene.fake.on("up", "--scale", out=scene.start_candidate, rc=1)
+    contract_file = str(write_json(tmp_path / "stack.json", scene.contract))
+    argv = ["switch", "--proxy", "caddy", "--upstream-file", str(scene.file), "--port", "8000"]
+    assert prpm_stack.main(argv, contract_file) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("prpm-stack: switch FAILED: the new registry container did not turn")
+    assert err.rstrip().endswith(f"{OLD} still serves")
+    assert scene.fake.find("docker", "stop") == [["docker", "stop", "--time", "1", NEW_ID]]
+    assert scene.upstream() == OLD
+
+
+def test_cli_switch_prints_the_result(
+    scene: Scene, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contract_file = str(write_json(tmp_path / "stack.json", scene.contract))
+    argv = ["switch", "--proxy", "caddy", "--upstream-file", str(scene.file), "--port", "8000"]
+    assert prpm_stack.main([*argv, "--wait-timeout", "45"], contract_file) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["changed"], out["switched"], out["from"], out["to"]) == (True, True, OLD, NEW)
+    (up,) = scene.fake.find("up", "--scale")
+    assert up[up.index("--wait-timeout") + 1] == "45"
+
+
+def test_cli_switch_exits_1_on_another_failure(
+    scene: Scene, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scene.fake.on("up", "--dry-run", out="no such image", rc=1)
+    contract_file = str(write_json(tmp_path / "stack.json", scene.contract))
+    argv = ["switch", "--proxy", "caddy", "--upstream-file", str(scene.file), "--port", "8000"]
+    assert prpm_stack.main(argv, contract_file) == 1
+    assert capsys.readouterr().err.startswith("prpm-stack: switch FAILED: compose up --dry-run")
+
+
+def test_cli_switch_needs_proxy_file_and_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        prpm_stack.main(["switch", "--proxy", "caddy", "--port", "8000"], "/nonexistent")
+    assert exit_.value.code == 2
+    assert "--upstream-file" in capsys.readouterr().err
+
+
+def test_a_candidate_failing_behind_caddy_is_switched_back_from(scene: Scene) -> None:
+    scene.health = [HEALTH_502]
+    with pytest.raises(CandidateFailed) as err:
+        scene.switch().run()
+    assert str(err.value) == (
+        f"behind Caddy the new container failed: {HEALTH_502[1]}; Caddy was switched back, "
+        f"the new container removed: {OLD} serves again"
+    )
+    assert scene.steps() == [
+        "dry-run",
+        "up --scale",
+        "caddy reload",
+        "http_health",
+        "caddy reload",
+        f"stop {NEW_ID}",
+        f"rm {NEW_ID}",
+    ]
+    # The first reload pointed Caddy at the new container, the second back at the old one.
+    assert scene.named_at("caddy reload") == [NEW, OLD]
+    assert scene.upstream() == OLD
+    assert scene.fake.find("docker", "stop") == [["docker", "stop", "--time", "1", NEW_ID]]
+    assert scene.fake.find("wget") == []
+    assert scene.names() == [OLD]
+
+
+def test_a_failed_reload_to_the_candidate_is_switched_back_from(scene: Scene) -> None:
+    reloads = iter([Failure("caddy reload exited 1: adapting config"), None])
+
+    def reload(_argv: list[str]) -> str:
+        problem = next(reloads)
+        if problem:
+            raise problem
+        return ""
+
+    scene.fake.on("caddy", "reload", out=reload)
+    with pytest.raises(CandidateFailed, match=f"adapting config; Caddy was switched back.*{OLD}"):
+        scene.switch().run()
+    assert scene.named_at("caddy reload") == [NEW, OLD]
+    assert "http_health" not in scene.steps()
+    assert scene.names() == [OLD]
+
+
+# --- The drain -----------------------------------------------------------------------------------
+def test_the_old_container_stops_only_when_caddy_has_no_request_in_flight_to_it(
+    scene: Scene,
+) -> None:
+    scene.wget = [
+        (0, upstreams((f"{NEW}:{PORT}", 1), (f"{OLD}:{PORT}", 2))),
+        (0, upstreams((f"{NEW}:{PORT}", 3), (f"{OLD}:{PORT}", 0))),
+    ]
+    result = scene.switch().run()
+    assert scene.steps()[-4:] == ["wget", "wget", f"stop {OLD_ID}", f"rm {OLD_ID}"]
+    assert result["drained"] is True
+
+
+def test_a_drain_that_times_out_still_stops_the_old_container_gracefully(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prpm_stack, "DRAIN_TIMEOUT", 0)
+    scene.wget = [(0, upstreams((f"{OLD}:{PORT}", 1)))]
+    result = scene.switch().run()
+    assert (result["switched"], result["drained"]) == (True, False)
+    assert scene.fake.find("docker", "stop") == [["docker", "stop", "--time", "20", OLD_ID]]
+
+
+def test_a_failed_drain_probe_is_polled_again(scene: Scene) -> None:
+    scene.wget = [(1, "wget: can't connect to remote host"), (0, upstreams((f"{OLD}:{PORT}", 0)))]
+    result = scene.switch().run()
+    assert scene.steps()[-4:] == ["wget", "wget", f"stop {OLD_ID}", f"rm {OLD_ID}"]
+    assert result["drained"] is True
+
+
+# --- Leftovers of an interrupted switch ----------------------------------------------------------
+def test_leftovers_only_the_container_caddy_names_keeps_serving(scene: Scene) -> None:
+    scene.add(NEW, NEW_ID)
+    scene.point_at(NEW)
+    scene.fake.on("up", "--dry-run", out=dry_run(NEW, "Running"))
+    result = scene.switch().run()
+    assert scene.steps()[:2] == [f"stop {OLD_ID}", f"rm {OLD_ID}"]
+    assert scene.fake.find("docker", "stop") == [["docker", "stop", "--time", "20", OLD_ID]]
+    assert scene.names() == [NEW]
+    assert scene.upstream() == NEW
+    assert (result["changed"], result["switched"], result["serving"]) == (True, False, NEW)
+    assert result["removed"] == [OLD_ID]
+
+
+def test_leftovers_are_removed_before_a_planned_switch(scene: Scene) -> None:
+    scene.add(NEW, NEW_ID)
+    scene.add("prpm-registry-3", "c0ffee000003", "exited")
+    scene.point_at(NEW)
+    scene.fake.on("up", "--dry-run", out=dry_run(NEW, "Recreate"))
+    result = scene.switch().run()
+    assert scene.steps()[:5] == [
+        f"stop {OLD_ID}",
+        f"rm {OLD_ID}",
+        "stop c0ffee000003",
+        "rm c0ffee000003",
+        "dry-run",
+    ]
+    # Compose numbers the new container after the highest left: prpm-registry-3 again.
+    assert (result["from"], result["to"]) == (NEW, "prpm-registry-3")
+    assert result["removed"] == [OLD_ID, "c0ffee000003", NEW_ID]
+    assert scene.names() == ["prpm-registry-3"]
+    assert scene.upstream() == "prpm-registry-3"
+
+
+def test_without_an_upstream_file_the_oldest_running_container_serves(scene: Scene) -> None:
+    """Containers are ordered by their number (prpm-registry-9 before prpm-registry-10)."""
+    scene.rows = []
+    scene.add("prpm-registry-10", "c0ffee000010")
+    scene.add("prpm-registry-9", "c0ffee000009")
+    scene.file.unlink()
+    scene.fake.on("up", "--dry-run", out=dry_run("prpm-registry-9", "Running"))
+    result = scene.switch().run()
+    assert (result["serving"], result["removed"]) == ("prpm-registry-9", ["c0ffee000010"])
+    assert scene.file.read_text() == f"to prpm-registry-9:{PORT} registry:{PORT}\n"
+    assert scene.steps()[-1] == "caddy reload"
+
+
+# --- Found wrong -------------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="prpm_stack.Switch.run starts the candidate while the upstream file still names a "
+    "gone container: after a manual compose down/up the file names prpm-registry-2, "
+    "prpm-registry-1 serves, and Compose names the candidate prpm-registry-2 (highest number "
+    "+ 1), so Caddy's first upstream is the unvetted candidate as soon as it answers Caddy's "
+    "active /health, and after a candidate failure the file still names it, not the old one. "
+    "The file should be rewritten to the serving container (and Caddy reloaded) before `up "
+    "--scale`, as the no-change path does.",
+)
+def test_a_stale_upstream_is_repointed_before_the_candidate_starts(scene: Scene) -> None:
+    scene.point_at(NEW)  # the container of an earlier switch, gone after compose down/up
+    scene.fake.on("up", "--scale", out=scene.start_candidate, rc=1)
+    with pytest.raises(CandidateFailed):
+        scene.switch().run()
+    assert scene.named_at("up --scale") == [OLD]
+    assert scene.steps().index("caddy reload") < scene.steps().index("up --scale")
+    assert scene.upstream() == OLD
