@@ -4,7 +4,7 @@
 # /usr/local/sbin/prpm-stack linked to it. The host programs prpm-backup and prpm-patch
 # (same directory) import it: Python puts the resolved directory of the script a symlink
 # points at first on sys.path. Debian's python3 and its standard library only.
-"""prpm-stack: the PRPM stack as its contract describes it (status, health, stop, start).
+"""prpm-stack: the PRPM stack as its contract describes it (status, health, stop, start, switch).
 
 The stack's facts (compose project, services, database, package files, health URL) are written
 once, by prpm.hobby.registry_stack, to the contract file /etc/prpm-hobby/stack.json. This
@@ -20,6 +20,7 @@ import functools
 import http.client
 import json
 import os
+import re
 import shlex
 import socket
 import ssl
@@ -40,11 +41,23 @@ SCHEMA = 1
 FRONT_STOP_TIMEOUT = 5
 DATA_STOP_TIMEOUT = 60
 HEALTH_POLL_SECONDS = 3
+# A switch: how long the old registry container may take to finish what it serves, how long
+# Caddy may take to answer healthy from the new one, and how often both are polled.
+DRAIN_TIMEOUT = 30
+SWITCH_GATE_TIMEOUT = 30
+SWITCH_POLL_SECONDS = 0.5
+# The registry's stop grace (its compose stop_grace_period): SIGTERM, then in-flight requests
+# finish before it exits.
+REGISTRY_STOP_TIMEOUT = 20
 SETUP_HINT = "run prpm.hobby.registry_stack first"
 
 
 class Failure(Exception):
     """A step failed; the message says which and why."""
+
+
+class CandidateFailed(Failure):
+    """The new registry container failed before it served a request; the old one still serves."""
 
 
 def log(prog: str, msg: str) -> None:
@@ -510,6 +523,242 @@ class Stack:
             )
 
 
+# --- The registry switch (zero-downtime deploys) ---------------------------------------------
+_PLAN_LINE = re.compile(r"Container\s+(\S+)\s+(Recreate|Create)\b")
+
+
+def needs_new_container(dry_run_output: str, containers: Sequence[str]) -> bool:
+    """True when `compose up --dry-run` would recreate one of the containers."""
+    for line in dry_run_output.splitlines():
+        match = _PLAN_LINE.search(line)
+        if match and match.group(1) in containers:
+            return True
+    return False
+
+
+def upstream_line(container: str, service: str, port: int) -> str:
+    """Caddy's upstreams for the registry: the serving container first (lb_policy first), the
+    service name second (only used if that container is gone, e.g. after a manual `compose
+    down`/`up`, until the next switch writes the file again)."""
+    return f"to {container}:{port} {service}:{port}\n"
+
+
+def upstream_in(text: str) -> str:
+    """The container the upstream file names first ('' when the file says nothing)."""
+    match = re.search(r"^\s*to\s+([^\s:]+):\d+", text, re.MULTILINE)
+    return match.group(1) if match else ""
+
+
+def idle_upstream(upstreams_json: str, address: str) -> bool:
+    """True when Caddy (GET /reverse_proxy/upstreams) has no request in flight to address."""
+    for upstream in json.loads(upstreams_json) or []:
+        if upstream.get("address") == address and int(upstream.get("num_requests", 0)) > 0:
+            return False
+    return True
+
+
+class Switch:
+    """Deploy the registry service's new configuration without a failed request.
+
+    The new container starts beside the old one (`compose up --scale N+1 --no-recreate`) and
+    must turn healthy (its image's health check); Caddy is then pointed at it (the upstream file
+    it imports, then a graceful reload: requests in flight finish on the old container); /health
+    through Caddy must answer ok; the old container is drained (Caddy's admin API shows no
+    request in flight to it) and stopped (SIGTERM, its stop grace). A new container that fails
+    its health check is removed and never received a request (CandidateFailed); one that fails
+    behind Caddy is switched away from and removed, the old one serving again.
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        proxy: str,
+        upstream_file: str | Path,
+        port: int,
+        wait_timeout: int = 120,
+    ) -> None:
+        self.stack = stack
+        self.service = stack.contract["registry_service"]
+        self.proxy = proxy
+        self.upstream_file = Path(upstream_file)
+        self.port = port
+        self.wait_timeout = wait_timeout
+
+    def containers(self) -> list[dict[str, Any]]:
+        """The registry service's containers, running or not (oldest number first)."""
+        rows = parse_ps(run(self.stack.compose("ps", "--all", "--format", "json", self.service)))
+        rows = [r for r in rows if r.get("Service") == self.service]
+        return sorted(rows, key=lambda r: (len(r.get("Name", "")), r.get("Name", "")))
+
+    def plan(self, containers: Sequence[str]) -> bool:
+        """Compose's own answer: would `up` recreate the registry's container?
+
+        Asked, like every `up` here, of all the stack's services with --no-deps: Compose hashes a
+        service's configuration with the dependencies left after --no-deps, so a container made
+        by `up` of fewer services would be recreated by the role's next `up` of them all.
+        """
+        probe = attempt(
+            self.stack.compose("up", "--dry-run", "--no-deps", "--detach", *self.stack.services),
+            timeout=120,
+        )
+        if probe.returncode != 0:
+            raise Failure(f"compose up --dry-run: {probe.stderr.strip()[-1000:]}")
+        return needs_new_container(probe.stdout + "\n" + probe.stderr, containers)
+
+    def write_upstream(self, container: str) -> None:
+        tmp = self.upstream_file.with_name(self.upstream_file.name + ".tmp")
+        tmp.write_text(upstream_line(container, self.service, self.port), encoding="utf-8")
+        tmp.chmod(0o644)
+        tmp.replace(self.upstream_file)
+
+    def reload_proxy(self) -> None:
+        run(
+            self.stack.exec(
+                self.proxy,
+                "caddy",
+                "reload",
+                "--config",
+                "/etc/caddy/Caddyfile",
+                "--adapter",
+                "caddyfile",
+            ),
+            timeout=60,
+        )
+
+    def remove(self, ids: Sequence[str], stop_timeout: int) -> None:
+        for cid in ids:
+            run(["docker", "stop", "--time", str(stop_timeout), cid], timeout=stop_timeout + 60)
+            run(["docker", "rm", cid], timeout=60)
+
+    def gate(self, timeout: float) -> tuple[bool, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            ok, msg = self.stack.http_health()
+            if ok or time.monotonic() >= deadline:
+                return ok, msg
+            time.sleep(SWITCH_POLL_SECONDS)
+
+    def drain(self, container: str, timeout: float) -> bool:
+        """Wait until Caddy has no request in flight to the container (True), or timeout."""
+        address = f"{container}:{self.port}"
+        url = "http://localhost:2019/reverse_proxy/upstreams"
+        deadline = time.monotonic() + timeout
+        while True:
+            probe = attempt(self.stack.exec(self.proxy, "wget", "-qO-", url), timeout=30)
+            try:
+                if probe.returncode == 0 and idle_upstream(probe.stdout or "[]", address):
+                    return True
+            except (ValueError, TypeError, AttributeError):
+                pass  # not the admin API's JSON: asked again until the timeout
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(SWITCH_POLL_SECONDS)
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        rows = self.containers()
+        running = [r for r in rows if r.get("State") == "running"]
+        if not running:
+            return {
+                "changed": False,
+                "switched": False,
+                "msg": f"no {self.service} container runs: nothing to switch from",
+            }
+        current = upstream_in(
+            self.upstream_file.read_text(encoding="utf-8") if self.upstream_file.exists() else ""
+        )
+        serving = next((r for r in running if r["Name"] == current), running[0])
+        # Caddy points at the serving container before anything else happens: the file may name
+        # a container that is gone (a manual compose down/up), whose name the new one may get.
+        repointed = current != serving["Name"]
+        if repointed:
+            self.write_upstream(serving["Name"])
+            self.reload_proxy()
+        # Leftovers of an interrupted switch: only the container Caddy points at stays.
+        strays = [r["ID"] for r in rows if r["ID"] != serving["ID"]]
+        if strays:
+            self.remove(strays, REGISTRY_STOP_TIMEOUT)
+        if not self.plan([serving["Name"]]):
+            return {
+                "changed": bool(strays) or repointed,
+                "switched": False,
+                "serving": serving["Name"],
+                "removed": strays,
+                "msg": f"{serving['Name']} runs the wanted configuration",
+            }
+
+        up = ("up", "--detach", "--no-deps", "--no-recreate", "--wait")
+        try:
+            run(
+                self.stack.compose(
+                    *up,
+                    "--wait-timeout",
+                    str(self.wait_timeout),
+                    "--scale",
+                    f"{self.service}=2",
+                    *self.stack.services,
+                ),
+                timeout=self.wait_timeout + 120,
+            )
+        except Failure as exc:
+            new = [r for r in self.containers() if r["ID"] != serving["ID"]]
+            detail = "; ".join(self.health_log(r["ID"]) for r in new)
+            self.remove([r["ID"] for r in new], 1)
+            raise CandidateFailed(
+                f"the new {self.service} container did not turn healthy ({detail or exc}); it "
+                f"was removed and never received a request: {serving['Name']} still serves"
+            ) from exc
+        candidate_s = time.monotonic() - started
+        new = [r for r in self.containers() if r["ID"] != serving["ID"]]
+        if len(new) != 1:
+            raise Failure(f"expected one new {self.service} container, found {len(new)}")
+        fresh = new[0]
+        self.write_upstream(fresh["Name"])
+        try:
+            self.reload_proxy()
+            ok, msg = self.gate(SWITCH_GATE_TIMEOUT)
+            if not ok:
+                raise Failure(f"behind Caddy the new container failed: {msg}")
+        except Failure as exc:
+            # It may have served requests by now: a plain failure, not CandidateFailed.
+            self.write_upstream(serving["Name"])
+            self.reload_proxy()
+            self.remove([fresh["ID"]], 1)
+            raise Failure(
+                f"{exc}; Caddy was switched back, the new container removed: "
+                f"{serving['Name']} serves again"
+            ) from exc
+        switched_s = time.monotonic() - started
+        drained = self.drain(serving["Name"], DRAIN_TIMEOUT)
+        self.remove([serving["ID"]], REGISTRY_STOP_TIMEOUT)
+        return {
+            "changed": True,
+            "switched": True,
+            "from": serving["Name"],
+            "to": fresh["Name"],
+            "serving": fresh["Name"],
+            "drained": drained,
+            "removed": [*strays, serving["ID"]],
+            "seconds": {
+                "healthy": round(candidate_s, 1),
+                "switched": round(switched_s, 1),
+                "total": round(time.monotonic() - started, 1),
+            },
+            "msg": f"{self.service}: {serving['Name']} -> {fresh['Name']}, no request dropped",
+        }
+
+    def health_log(self, cid: str) -> str:
+        probe = attempt(["docker", "inspect", "--format", "{{json .State.Health}}", cid])
+        try:
+            health = json.loads(probe.stdout)
+            last = (health or {}).get("Log") or [{}]
+            output = str(last[-1].get("Output", "")).strip()[:300]
+            return f"{health.get('Status')}: {output or 'its health check printed nothing'}"
+        except (ValueError, AttributeError):
+            return probe.stderr.strip()[:300]
+
+
 class Host:
     """A host program's run: its configuration, where it keeps its state, and the stack read
     from the contract when a command first needs it (commands that do not touch the stack work
@@ -547,6 +796,16 @@ def main(argv: Sequence[str] | None = None, contract_path: str = CONTRACT) -> in
     sub.add_parser("stop", help="stop the stack cleanly: front first, then the data services")
     p = sub.add_parser("start", help="start the stack stopped by stop: data services first")
     p.add_argument("--wait-timeout", type=int, default=300, help="seconds for the data services")
+    p = sub.add_parser(
+        "switch",
+        help="deploy the registry's new configuration beside the old container, switch Caddy "
+        "to it when healthy, drain and stop the old one (JSON; exit 3: the new one failed and "
+        "never served)",
+    )
+    p.add_argument("--proxy", required=True, help="the compose service of Caddy")
+    p.add_argument("--upstream-file", required=True, help="the upstream file Caddy imports")
+    p.add_argument("--port", type=int, required=True, help="the registry's port")
+    p.add_argument("--wait-timeout", type=int, default=120, help="seconds to turn healthy")
     args = parser.parse_args(argv)
     try:
         contract = load_contract(contract_path)
@@ -556,6 +815,16 @@ def main(argv: Sequence[str] | None = None, contract_path: str = CONTRACT) -> in
             result.update(project=contract["project"], compose_file=contract["compose_file"])
         elif args.command == "health":
             result = stack.wait_healthy(args.wait) if args.wait else stack.health()
+        elif args.command == "switch":
+            switch = Switch(
+                stack,
+                proxy=args.proxy,
+                upstream_file=args.upstream_file,
+                port=args.port,
+                wait_timeout=args.wait_timeout,
+            )
+            print(json.dumps(switch.run(), sort_keys=True), flush=True)
+            return 0
         elif args.command == "stop":
             stack.stop()
             log(PROG, "stack stopped: " + ", ".join(stack.front + stack.data))
@@ -566,7 +835,7 @@ def main(argv: Sequence[str] | None = None, contract_path: str = CONTRACT) -> in
             return 0
     except Failure as exc:
         print(f"{PROG}: {args.command} FAILED: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return 3 if isinstance(exc, CandidateFailed) else 1
     print(json.dumps(result, sort_keys=True), flush=True)
     return 0 if result["ok"] else 1
 

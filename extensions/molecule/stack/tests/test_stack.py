@@ -12,6 +12,7 @@ import pytest
 import requests
 import urllib3
 from conftest import HTTP_PORT, HTTPS_PORT, run_playbook
+from loadgen import LoadGenerator  # tools/, on the path through conftest
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 BASE = f"https://localhost:{HTTPS_PORT}"
@@ -197,26 +198,47 @@ def _deployed(host) -> dict:
     return {k: state[k].get("images", {}).get("registry") for k in ("current", "previous")}
 
 
-def test_upgrade_then_rollback_twice_keeps_the_data(host):
+def under_load(*paths: str) -> LoadGenerator:
+    """~20 requests/s through Caddy, as users send them, for at most 10 minutes (12,000)."""
+    return LoadGenerator(BASE, paths=("/health", *paths), rate=20, max_seconds=600, verify=False)
+
+
+def registry_containers(host) -> list[str]:
+    out = host.check_output(
+        "docker ps --all --filter label=com.docker.compose.project=%s "
+        "--filter label=com.docker.compose.service=registry --format '{{.Names}}'",
+        PROJECT,
+    )
+    return out.split()
+
+
+def test_upgrade_then_rollback_twice_keeps_the_data_and_fails_no_request(host):
     """1.0.0 -> 1.1.0, then playbooks/rollback.yml twice: back to 1.0.0, then forward again
-    (rollback goes to the other of the last two versions), every step health-gated."""
+    (rollback goes to the other of the last two versions), every step health-gated; users
+    sending ~20 requests/s through Caddy all the while see no failed request."""
     v100 = "localhost/prpm-hobby/registry:1.0.0"
     v110 = "localhost/prpm-hobby/registry:1.1.0"
     name = f"across-versions-{uuid.uuid4().hex[:8]}"
     assert put_package(name, {"v": 1}).status_code == 201
     try:
-        run = run_playbook("converge.yml", extra_vars={"registry_stack_registry_image": v110})
-        assert run.rc == 0, run.output[-3000:]
-        assert get("/health").json()["version"] == "1.1.0"
-        assert _deployed(host) == {"current": v110, "previous": v100}
-        assert get(f"/api/v1/packages/{name}").json() == {"v": 1}
-
-        for serving, other in (("1.0.0", v110), ("1.1.0", v100)):
-            run = run_playbook("rollback.yml")
+        with under_load(f"/api/v1/packages/{name}") as load:
+            run = run_playbook("deploy.yml", extra_vars={"registry_stack_registry_image": v110})
             assert run.rc == 0, run.output[-3000:]
-            assert get("/health").json()["version"] == serving
-            assert _deployed(host)["previous"] == other
+            assert get("/health").json()["version"] == "1.1.0"
+            assert _deployed(host) == {"current": v110, "previous": v100}
             assert get(f"/api/v1/packages/{name}").json() == {"v": 1}
+
+            for serving, other in (("1.0.0", v110), ("1.1.0", v100)):
+                run = run_playbook("rollback.yml")
+                assert run.rc == 0, run.output[-3000:]
+                assert get("/health").json()["version"] == serving
+                assert _deployed(host)["previous"] == other
+                assert get(f"/api/v1/packages/{name}").json() == {"v": 1}
+        print(f"three deploys under load: {load.result.summary()}")
+        assert load.result.sent > 100, load.result.summary()
+        assert load.result.failed == 0, load.result.summary()
+        # One registry container serves; the ones it replaced are gone.
+        assert len(registry_containers(host)) == 1
     finally:
         # Leave 1.0.0 deployed (1.1.0 previous) for the tests that follow.
         run = run_playbook("converge.yml", extra_vars={"registry_stack_registry_image": v100})
@@ -224,24 +246,52 @@ def test_upgrade_then_rollback_twice_keeps_the_data(host):
     assert _deployed(host) == {"current": v100, "previous": v110}
 
 
-def test_broken_deploy_rolls_back_and_old_version_serves_old_data(host):
+def test_broken_deploy_never_receives_a_request_and_old_version_keeps_serving(host):
     name = f"before-broken-{uuid.uuid4().hex[:8]}"
     assert put_package(name, {"v": 1}).status_code == 201
     state_before = host.file("/opt/prpm/deployed.json").content_string
-    run = run_playbook(
-        "converge.yml",
-        extra_vars={
-            "registry_stack_registry_image": "localhost/prpm-hobby/registry:broken",
-            "registry_stack_health_timeout": 60,
-        },
-    )
+    serving_before = registry_containers(host)
+    with under_load(f"/api/v1/packages/{name}") as load:
+        run = run_playbook(
+            "converge.yml",
+            extra_vars={
+                "registry_stack_registry_image": "localhost/prpm-hobby/registry:broken",
+                "registry_stack_health_timeout": 60,
+            },
+        )
     assert run.rc != 0
     text = " ".join(run.output.split())
     assert "Deploy of localhost/prpm-hobby/registry:broken FAILED" in text
-    assert "ROLLED BACK to localhost/prpm-hobby/registry:1.0.0" in text
+    assert "did not turn healthy" in text
+    assert "NEVER RECEIVED A REQUEST: localhost/prpm-hobby/registry:1.0.0 kept serving" in text
+    print(f"broken deploy under load: {load.result.summary()}")
+    assert load.result.sent > 100, load.result.summary()
+    assert load.result.failed == 0, load.result.summary()
     assert get("/health").json()["version"] == "1.0.0"
     assert get(f"/api/v1/packages/{name}").json() == {"v": 1}
     assert host.file("/opt/prpm/deployed.json").content_string == state_before
+    # The container that served before still does; the broken one is gone.
+    assert registry_containers(host) == serving_before
+    compose = host.file("/opt/prpm/compose.yaml").content_string
+    assert "registry:broken" not in compose
+
+
+def test_maintenance_mode_answers_503_with_retry_after_until_a_run_without_it(host):
+    name = f"maintenance-{uuid.uuid4().hex[:8]}"
+    assert put_package(name, {"v": 1}).status_code == 201
+    try:
+        run = run_playbook("deploy.yml", extra_vars={"registry_stack_maintenance": True})
+        assert run.rc == 0, run.output[-3000:]
+        held = get(f"/api/v1/packages/{name}")
+        assert held.status_code == 503
+        assert held.headers["Retry-After"] == "300"
+        # The health check still reaches the registry (the deploy's gate, monitors).
+        assert get("/health").json()["status"] == "ok"
+        assert put_package(name, {"v": 2}).status_code == 503
+    finally:
+        run = run_playbook("deploy.yml")
+        assert run.rc == 0, run.output[-3000:]
+    assert get(f"/api/v1/packages/{name}").json() == {"v": 1}
 
 
 def test_stack_comes_back_after_host_restart(host):
