@@ -7,8 +7,8 @@ nothing here fails on a slow figure; the targets are compared and reported.
 
 This file runs the parts in order and keeps their results; each part is a module of its own:
 converge.py (cold and warm site.yml), baseline.py (the bare baseline), footprint.py,
-request_path.py, backups.py, registry.py (the real PRPM registry), report.py (the machine and
-docs/performance.md); common.py holds what they share.
+request_path.py, deploys.py (deploys under load), backups.py, registry.py (the real PRPM
+registry), report.py (the machine and docs/performance.md); common.py holds what they share.
 
     python bench/run.py                          everything (make bench)
     python bench/run.py --backups-only [HOST]    section 5 again on a converged host
@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import backups
 import baseline
 import converge
+import deploys
 import footprint
 import registry
 import report
@@ -89,6 +90,10 @@ def main() -> int:
     log(f"host used {results['footprint']['host_used_mib']} MiB")
     user = results["registry"]["workload"]["user"] if real else None
     results["requests"] = request_path.request_path(user)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"{deploys.DEPLOYS} deploys under {deploys.RATE:g} requests/s through Caddy")
+    results["deploys"] = deploys.deploys(real)
+    log(f"deploys: {results['deploys']['load']['failed']} failed requests")
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     results["backups"] = backups.backup_restore(BENCH)
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
