@@ -7,7 +7,9 @@ It is what users read; this test keeps it equal to what the role deploys. Refres
 
 from __future__ import annotations
 
+import posixpath
 import sys
+import urllib.parse
 from pathlib import Path
 
 import jinja2
@@ -29,6 +31,11 @@ EXAMPLE_VARS = {
     "__registry_stack_service": SERVICE,
     "__registry_stack_storage_address": f"{SERVICE['storage']}:9000",
     "__registry_stack_storage_endpoint": f"http://{SERVICE['storage']}:9000",
+    "__registry_stack_upstream_file": "/opt/prpm/caddy/registry-upstream.caddy",
+    "registry_stack_proxy_hold_seconds": 15,
+    "registry_stack_maintenance": False,
+    "registry_stack_maintenance_retry_after": 300,
+    "registry_stack_health_url": "https://registry.example.com/health",
 }
 
 
@@ -38,6 +45,9 @@ def render(variables: dict) -> str:
         keep_trailing_newline=True, trim_blocks=True, undefined=jinja2.StrictUndefined
     )
     env.filters["comment"] = lambda text: f"#\n# {text}\n#"
+    env.filters["bool"] = bool
+    env.filters["basename"] = posixpath.basename
+    env.filters["urlsplit"] = lambda url, part: getattr(urllib.parse.urlsplit(url), part)
     return env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**variables)
 
 
@@ -65,6 +75,23 @@ def test_local_storage_downloads_go_through_caddy_read_only() -> None:
     assert "header_down Location http://storage:9000/ https://{hostport}/_storage/" in local
     s3 = render({**EXAMPLE_VARS, "__registry_stack_local_storage": False})
     assert "_storage" not in s3
+
+
+def test_the_registry_upstream_is_the_imported_file_with_requests_held() -> None:
+    text = render(EXAMPLE_VARS)
+    assert "import registry-upstream.caddy" in text
+    assert "lb_policy first" in text
+    assert "lb_try_duration 15s" in text
+    assert "Retry-After" not in text
+
+
+def test_maintenance_answers_503_with_retry_after_except_the_health_check() -> None:
+    text = render({**EXAMPLE_VARS, "registry_stack_maintenance": True})
+    assert "@maintenance not path /health" in text
+    assert 'header Retry-After "300"' in text
+    assert "503" in text
+    # Before the registry's handle: Caddy orders the named matcher's handle first.
+    assert text.index("handle @maintenance") < text.index("reverse_proxy {")
 
 
 if __name__ == "__main__":
