@@ -176,7 +176,6 @@ def render(r: dict) -> str:
             f"<= 600 MiB: {'met' if fp['host_used_mib'] <= 600 else 'MISSED'} |",
             "",
         ]
-    lines += _deploy_section(r.get("deploys"))
     if "backups" in r:
         b = r["backups"]
         lines += [
@@ -196,6 +195,7 @@ def render(r: dict) -> str:
             f"{b['bare_dump_restore_s']} |",
             "",
         ]
+    lines += _deploy_section(r.get("deploys"))
     levers = ROOT / "bench" / "levers.md"
     if levers.exists():
         lines.append(levers.read_text())
