@@ -173,7 +173,7 @@ def test_all_ok_bounded_by_count_and_paced():
     assert result.statuses == {200: 20}
     assert len(server.seen) == 20
     # Open loop at 50/s: the 20th request is due 0.38 s after the first, never earlier.
-    arrivals = sorted(t for t, _, _ in server.seen)
+    arrivals = sorted(seen[0] for seen in server.seen)
     assert arrivals[-1] - arrivals[0] >= 0.38 - 0.02
     assert result.duration_s >= 0.38
     assert result.rate_achieved == pytest.approx(20 / result.duration_s, rel=0.01)
@@ -198,7 +198,7 @@ def test_default_count_bound_is_rate_times_seconds():
 
 
 def test_non_2xx_answers_are_failures():
-    with serve(EveryThird503) as (_, url):
+    with serve(EveryThird503) as (_server, url):
         result = run(url, rate=60, max_requests=30, paths=["/health", "/api/v1/packages"])
     assert result.failed == 10, result.summary()
     assert result.ok == 20
@@ -247,7 +247,7 @@ def test_failure_after_the_response_started_is_not_retried():
 
 
 def test_a_2xx_with_a_truncated_body_is_a_failure():
-    with serve(TruncatesBody) as (_, url):
+    with serve(TruncatesBody) as (_server, url):
         result = run(url, rate=50, max_requests=4)
     assert (result.ok, result.failed, result.reconnects) == (0, 4, 0), result.summary()
     assert result.statuses == {"IncompleteRead": 4}
@@ -265,7 +265,7 @@ def test_late_requests_are_sent_late_not_skipped_and_their_wait_is_not_latency()
 
 
 def test_latency_percentiles():
-    with serve(Slow) as (_, url):
+    with serve(Slow) as (_server, url):
         result = run(url, rate=40, max_requests=8)
     lat = result.latency_ms
     assert lat["p50"] >= 45, result.summary()
@@ -284,9 +284,9 @@ def test_headers_paths_and_prefix():
         run(f"{url}/prefix/", rate=50, max_requests=6, paths=["/a", "/b", "/c"])
         first = list(server.seen)
         run(url, rate=50, max_requests=2, headers={"user-agent": "other/1"})
-    assert sorted(p for _, p, _ in first) == sorted(["/prefix/a", "/prefix/b", "/prefix/c"] * 2)
-    assert {a for _, _, a in first} == {USER_AGENT}
-    assert {a for _, _, a in server.seen[6:]} == {"other/1"}
+    assert sorted(seen[1] for seen in first) == sorted(["/prefix/a", "/prefix/b", "/prefix/c"] * 2)
+    assert {seen[2] for seen in first} == {USER_AGENT}
+    assert {seen[2] for seen in server.seen[6:]} == {"other/1"}
 
 
 def test_stop_ends_a_long_run_and_the_context_keeps_the_result():
@@ -371,7 +371,7 @@ def test_https(tmp_path):
     cert, key = _self_signed(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    with serve(Healthy, tls=tls) as (_, url):
+    with serve(Healthy, tls=tls) as (_server, url):
         unverified = run(url, rate=50, max_requests=4, verify=False)
         pinned = run(url, rate=50, max_requests=4, verify=str(cert))
         system = run(url, rate=50, max_requests=2, verify=True)
@@ -392,7 +392,7 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_cli_exit_status_and_json():
-    with serve(Healthy) as (_, url):
+    with serve(Healthy) as (_server, url):
         healthy = cli(url, "--rate", "50", "--max-requests", "5", "--json")
     assert healthy.returncode == 0, healthy.stderr
     data = json.loads(healthy.stdout)
@@ -400,7 +400,7 @@ def test_cli_exit_status_and_json():
     assert data["statuses"] == {"200": 5}
     assert set(data["latency_ms"]) == {"p50", "p95", "p99", "max"}
 
-    with serve(EveryThird503) as (_, url):
+    with serve(EveryThird503) as (_server, url):
         failing = cli(url, "--path", "/x", "--rate", "50", "--max-requests", "6")
     assert failing.returncode == 1, failing.stderr
     assert "2 failed" in failing.stdout
