@@ -45,7 +45,10 @@ def render(variables: dict) -> str:
         keep_trailing_newline=True, trim_blocks=True, undefined=jinja2.StrictUndefined
     )
     env.filters["comment"] = lambda text: f"#\n# {text}\n#"
-    env.filters["bool"] = bool
+    # Ansible's bool: "false", "no", "0" are false (extra vars arrive as strings).
+    env.filters["bool"] = lambda v: (
+        v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
+    )
     env.filters["basename"] = posixpath.basename
     env.filters["urlsplit"] = lambda url, part: getattr(urllib.parse.urlsplit(url), part)
     return env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**variables)
@@ -80,9 +83,11 @@ def test_local_storage_downloads_go_through_caddy_read_only() -> None:
 def test_the_registry_upstream_is_the_imported_file_with_requests_held() -> None:
     text = render(EXAMPLE_VARS)
     assert "import registry-upstream.caddy" in text
-    assert "lb_policy first" in text
     assert "lb_try_duration 15s" in text
+    assert "health_timeout 5s" in text
     assert "Retry-After" not in text
+    # -e registry_stack_maintenance=false arrives as a string.
+    assert "Retry-After" not in render({**EXAMPLE_VARS, "registry_stack_maintenance": "false"})
 
 
 def test_maintenance_answers_503_with_retry_after_except_the_health_check() -> None:

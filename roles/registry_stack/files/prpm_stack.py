@@ -536,11 +536,12 @@ def needs_new_container(dry_run_output: str, containers: Sequence[str]) -> bool:
     return False
 
 
-def upstream_line(container: str, service: str, port: int) -> str:
-    """Caddy's upstreams for the registry: the serving container first (lb_policy first), the
-    service name second (only used if that container is gone, e.g. after a manual `compose
-    down`/`up`, until the next switch writes the file again)."""
-    return f"to {container}:{port} {service}:{port}\n"
+def upstream_line(container: str, port: int) -> str:
+    """Caddy's upstream for the registry: the serving container, by name. Never the service
+    name: Docker's DNS answers it with every container of the service, a starting or broken
+    new one included. After a manual `compose down`/`up` (new names), `prpm-stack switch`
+    points Caddy at the serving container again."""
+    return f"to {container}:{port}\n"
 
 
 def upstream_in(text: str) -> str:
@@ -608,7 +609,7 @@ class Switch:
 
     def write_upstream(self, container: str) -> None:
         tmp = self.upstream_file.with_name(self.upstream_file.name + ".tmp")
-        tmp.write_text(upstream_line(container, self.service, self.port), encoding="utf-8")
+        tmp.write_text(upstream_line(container, self.port), encoding="utf-8")
         tmp.chmod(0o644)
         tmp.replace(self.upstream_file)
 
@@ -665,18 +666,18 @@ class Switch:
                 "switched": False,
                 "msg": f"no {self.service} container runs: nothing to switch from",
             }
-        current = upstream_in(
-            self.upstream_file.read_text(encoding="utf-8") if self.upstream_file.exists() else ""
-        )
+        text = self.upstream_file.read_text(encoding="utf-8") if self.upstream_file.exists() else ""
+        current = upstream_in(text)
         serving = next((r for r in running if r["Name"] == current), running[0])
+        # Leftovers of an interrupted switch: only the container the file names stays.
+        strays = [r["ID"] for r in rows if r["ID"] != serving["ID"]]
         # Caddy points at the serving container before anything else happens: the file may name
-        # a container that is gone (a manual compose down/up), whose name the new one may get.
-        repointed = current != serving["Name"]
+        # a container that is gone (a manual compose down/up), whose name the new one may get,
+        # and after an interrupted switch Caddy may not have loaded what the file says.
+        repointed = text != upstream_line(serving["Name"], self.port) or bool(strays)
         if repointed:
             self.write_upstream(serving["Name"])
             self.reload_proxy()
-        # Leftovers of an interrupted switch: only the container Caddy points at stays.
-        strays = [r["ID"] for r in rows if r["ID"] != serving["ID"]]
         if strays:
             self.remove(strays, REGISTRY_STOP_TIMEOUT)
         if not self.plan([serving["Name"]]):
@@ -688,31 +689,29 @@ class Switch:
                 "msg": f"{serving['Name']} runs the wanted configuration",
             }
 
-        up = ("up", "--detach", "--no-deps", "--no-recreate", "--wait")
+        # All the stack's services, as in every `up` here (the configuration hash), without
+        # --wait: it would also wait on the serving registry and Caddy, and a fix must deploy
+        # while they are unhealthy. The new container alone is waited for.
+        up = ("up", "--detach", "--no-deps", "--no-recreate")
         try:
             run(
-                self.stack.compose(
-                    *up,
-                    "--wait-timeout",
-                    str(self.wait_timeout),
-                    "--scale",
-                    f"{self.service}=2",
-                    *self.stack.services,
-                ),
-                timeout=self.wait_timeout + 120,
+                self.stack.compose(*up, "--scale", f"{self.service}=2", *self.stack.services),
+                timeout=600,
             )
+            new = [r for r in self.containers() if r["ID"] != serving["ID"]]
+            if len(new) != 1:
+                raise Failure(f"expected one new {self.service} container, found {len(new)}")
+            healthy, detail = self.wait_container_healthy(new[0]["ID"], self.wait_timeout)
+            if not healthy:
+                raise Failure(detail)
         except Failure as exc:
             new = [r for r in self.containers() if r["ID"] != serving["ID"]]
-            detail = "; ".join(self.health_log(r["ID"]) for r in new)
             self.remove([r["ID"] for r in new], 1)
             raise CandidateFailed(
-                f"the new {self.service} container did not turn healthy ({detail or exc}); it "
+                f"the new {self.service} container did not turn healthy ({exc}); it "
                 f"was removed and never received a request: {serving['Name']} still serves"
             ) from exc
         candidate_s = time.monotonic() - started
-        new = [r for r in self.containers() if r["ID"] != serving["ID"]]
-        if len(new) != 1:
-            raise Failure(f"expected one new {self.service} container, found {len(new)}")
         fresh = new[0]
         self.write_upstream(fresh["Name"])
         try:
@@ -747,6 +746,31 @@ class Switch:
             },
             "msg": f"{self.service}: {serving['Name']} -> {fresh['Name']}, no request dropped",
         }
+
+    def wait_container_healthy(self, cid: str, timeout: float) -> tuple[bool, str]:
+        """Poll the container's health check: (True, '') when healthy; (False, why) when it
+        is unhealthy, stopped, or still starting after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            probe = attempt(["docker", "inspect", "--format", "{{json .State}}", cid], timeout=30)
+            try:
+                state = json.loads(probe.stdout) if probe.returncode == 0 else {}
+            except ValueError:
+                state = {}
+            health = (state.get("Health") or {}).get("Status", "")
+            restarts = int(state.get("RestartCount") or 0) + bool(state.get("Restarting"))
+            if state.get("Running") and not restarts and health == "healthy":
+                return True, ""
+            if state and (not state.get("Running") or restarts or health == "unhealthy"):
+                why = [self.health_log(cid)] if health else []
+                if restarts:
+                    why.insert(0, f"exited {state.get('ExitCode')}, restarted {restarts} times")
+                elif not state.get("Running"):
+                    why.insert(0, f"exited {state.get('ExitCode')}")
+                return False, "; ".join(why)
+            if time.monotonic() >= deadline:
+                return False, f"still {health or 'starting'} after {timeout:g} s"
+            time.sleep(SWITCH_POLL_SECONDS)
 
     def health_log(self, cid: str) -> str:
         probe = attempt(["docker", "inspect", "--format", "{{json .State.Health}}", cid])

@@ -142,7 +142,7 @@ class Scene:
 
     def steps(self) -> list[str]:
         """What the switch did, in order, without its `compose ps` reads."""
-        return [s for s, _ in self.log if s != "ps"]
+        return [s for s, _named in self.log if s != "ps"]
 
     def after(self, what: str) -> list[str]:
         """The steps after the first such step."""
@@ -338,7 +338,7 @@ def test_no_change_planned_but_caddy_names_a_gone_container_is_repointed(scene: 
     assert result["removed"] == []
     assert scene.file.read_text() == f"to {OLD}:{PORT}\n"
     # Caddy is repointed before anything else: right after reading the containers.
-    assert [s for s, _ in scene.log] == ["ps", "caddy reload", "dry-run"]
+    assert [s for s, _named in scene.log] == ["ps", "caddy reload", "dry-run"]
     assert scene.named_at("caddy reload") == [OLD]
     assert scene.fake.find("docker", "stop") == []
 
@@ -357,7 +357,7 @@ def test_a_planned_change_switches_in_order(scene: Scene, contract: dict[str, An
         f"rm {OLD_ID}",
     ]
     # The new container is found (compose ps) after `up`, before its health is read.
-    assert [s for s, _ in scene.log][2:4] == ["up --scale", "ps"]
+    assert [s for s, _named in scene.log][2:4] == ["up --scale", "ps"]
     # Caddy named the old container until the new one was healthy, then the new one.
     assert scene.named_at("up --scale") == [OLD]
     assert scene.named_at("inspect") == [OLD]
@@ -540,12 +540,6 @@ def test_a_candidate_that_exited_with_a_health_state_is_removed_and_never_served
     assert_never_served(scene)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wait_container_healthy reports a stopped container that has a health state by its "
-    "health log only (e.g. 'did not turn healthy (healthy: ok)' or '(starting: its health check "
-    "printed nothing)'): its exit code is lost; 'exited N' comes only without a health check",
-)
 @pytest.mark.parametrize("health", ["starting", "healthy"])
 def test_a_candidate_that_exited_with_a_health_state_says_it_exited(
     scene: Scene, health: str
@@ -830,7 +824,7 @@ def test_leftovers_caddy_is_reloaded_on_the_named_container_before_they_go(scene
     scene.file.write_text(f"to {NEW}:{PORT} registry:{PORT}\n")
     scene.fake.on("up", "--dry-run", out=dry_run(NEW, "Running"))
     result = scene.switch().run()
-    assert [s for s, _ in scene.log] == [
+    assert [s for s, _named in scene.log] == [
         "ps",
         "caddy reload",
         f"stop {OLD_ID}",
@@ -854,7 +848,7 @@ def test_leftovers_are_removed_after_caddy_is_reloaded_and_before_a_planned_swit
     scene.point_at(NEW)
     scene.fake.on("up", "--dry-run", out=dry_run(NEW, "Recreate"))
     result = scene.switch().run()
-    assert [s for s, _ in scene.log][:9] == [
+    assert [s for s, _named in scene.log][:9] == [
         "ps",
         "caddy reload",
         f"stop {OLD_ID}",
@@ -886,7 +880,7 @@ def test_without_an_upstream_file_the_oldest_running_container_serves(scene: Sce
     assert (result["changed"], result["switched"]) == (True, False)
     assert scene.file.read_text() == f"to prpm-registry-9:{PORT}\n"
     # Caddy is pointed at the serving container first, then the leftover goes, then the plan.
-    assert [s for s, _ in scene.log] == [
+    assert [s for s, _named in scene.log] == [
         "ps",
         "caddy reload",
         "stop c0ffee000010",
@@ -909,20 +903,11 @@ def test_a_stale_upstream_is_repointed_before_the_candidate_starts(scene: Scene)
     assert scene.named_at("up --scale") == [OLD]
     assert scene.named_at("inspect") == [OLD]
     assert scene.upstream() == OLD
-    assert [s for s, _ in scene.log][:3] == ["ps", "caddy reload", "dry-run"]
+    assert [s for s, _named in scene.log][:3] == ["ps", "caddy reload", "dry-run"]
     assert scene.named_at("caddy reload") == [OLD]
     assert "caddy reload" not in scene.after("up --scale")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Switch.run rewrites the upstream file only when it names another container or "
-    "leftovers exist; a file written by the earlier version of this switch (`to "
-    "prpm-registry-1:8000 registry:8000`, kept by configure.yml's force: false) names the "
-    "serving container and is left as it is, so while the new container starts Caddy still "
-    "has the service name `registry:8000`, which Docker's DNS answers with the new container "
-    "too (and the Caddyfile no longer has lb_policy first)",
-)
 def test_a_file_with_the_service_name_fallback_is_rewritten_before_the_candidate_starts(
     scene: Scene,
 ) -> None:
