@@ -166,7 +166,7 @@ def test_second_version_deploys_and_keeps_the_package(cli, host, tmp_path):
     assert install_and_read(cli, tmp_path / "v2") == CONTENT.encode()
 
 
-def test_registry_that_fails_at_start_rolls_back_and_package_still_installs(cli, host, tmp_path):
+def test_registry_that_fails_at_start_never_serves_and_package_still_installs(cli, host, tmp_path):
     before = _deployed_image(host)
     broken = _source_copy(
         "source-broken", lambda index: index.write_text(index.read_text() + "\nprocess.exit(3);\n")
@@ -179,7 +179,10 @@ def test_registry_that_fails_at_start_rolls_back_and_package_still_installs(cli,
         },
     )
     assert run.rc != 0
-    assert "ROLLED BACK" in run.output, run.output[-3000:]
+    text = " ".join(run.output.split())
+    # It exits at start: the switch removes it before Caddy ever points at it.
+    assert "NEVER RECEIVED A REQUEST" in text, run.output[-3000:]
+    assert "did not turn healthy (exited" in text, run.output[-3000:]
     assert _deployed_image(host) == before
     assert install_and_read(cli, tmp_path / "after-rollback") == CONTENT.encode()
 
@@ -214,6 +217,10 @@ def test_postgres_image_without_pgvector_is_refused_and_rolled_back(cli, host, t
     assert run.rc != 0
     text = " ".join(run.output.split())
     assert "has no pgvector" in text and "ROLLED BACK" in text, run.output[-3000:]
+    assert "NEVER RECEIVED A REQUEST" not in text, run.output[-3000:]
+    # The reason is in the failure message itself, not only in the failed task's output.
+    assert "FAILED at Ensure the registry's database exists with pgvector" in text
+    assert re.search(r"must ship pgvector\): .{0,300}has no pgvector", text), text[-3000:]
     assert sh(host, f"{COMPOSE} ps --format '{{{{.Image}}}}' postgres").strip() == before
     assert install_and_read(cli, tmp_path / "after-pgvector") == CONTENT.encode()
 
