@@ -614,18 +614,7 @@ class Switch:
         tmp.replace(self.upstream_file)
 
     def reload_proxy(self) -> None:
-        run(
-            self.stack.exec(
-                self.proxy,
-                "caddy",
-                "reload",
-                "--config",
-                "/etc/caddy/Caddyfile",
-                "--adapter",
-                "caddyfile",
-            ),
-            timeout=60,
-        )
+        reload_proxy(self.stack, self.proxy)
 
     def remove(self, ids: Sequence[str], stop_timeout: int) -> None:
         for cid in ids:
@@ -811,6 +800,16 @@ class Host:
 
 
 # --- The prpm-stack command --------------------------------------------------------------------
+def reload_proxy(stack: Stack, proxy: str) -> None:
+    """Caddy re-reads its Caddyfile and the files it imports; requests in flight finish."""
+    run(
+        stack.exec(
+            proxy, "caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"
+        ),
+        timeout=60,
+    )
+
+
 def main(argv: Sequence[str] | None = None, contract_path: str = CONTRACT) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -820,6 +819,8 @@ def main(argv: Sequence[str] | None = None, contract_path: str = CONTRACT) -> in
     sub.add_parser("stop", help="stop the stack cleanly: front first, then the data services")
     p = sub.add_parser("start", help="start the stack stopped by stop: data services first")
     p.add_argument("--wait-timeout", type=int, default=300, help="seconds for the data services")
+    p = sub.add_parser("reload", help="Caddy re-reads its configuration (graceful)")
+    p.add_argument("--proxy", required=True, help="the compose service of Caddy")
     p = sub.add_parser(
         "switch",
         help="deploy the registry's new configuration beside the old container, switch Caddy "
@@ -848,6 +849,10 @@ def main(argv: Sequence[str] | None = None, contract_path: str = CONTRACT) -> in
                 wait_timeout=args.wait_timeout,
             )
             print(json.dumps(switch.run(), sort_keys=True), flush=True)
+            return 0
+        elif args.command == "reload":
+            reload_proxy(stack, args.proxy)
+            log(PROG, f"{args.proxy} reloaded its configuration")
             return 0
         elif args.command == "stop":
             stack.stop()

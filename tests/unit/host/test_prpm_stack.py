@@ -465,6 +465,20 @@ def test_cli_stop_and_start(
     )
 
 
+def test_cli_reload_asks_caddy_to_reread_its_caddyfile(
+    fake: FakeHost, capsys: pytest.CaptureFixture[str], contract_file: str
+) -> None:
+    assert prpm_stack.main(["reload", "--proxy", "caddy"], contract_file) == 0
+    (argv,) = fake.argvs()
+    assert argv[-7:] == ["caddy", "caddy", "reload", "--config", "/etc/caddy/Caddyfile",
+                         "--adapter", "caddyfile"]  # fmt: skip
+    assert argv[argv.index("exec") :][:2] == ["exec", "-T"]
+    assert "prpm-stack: caddy reloaded its configuration" in capsys.readouterr().out
+    fake.on("reload", rc=1)
+    assert prpm_stack.main(["reload", "--proxy", "caddy"], contract_file) == 1
+    assert "prpm-stack: reload FAILED" in capsys.readouterr().err
+
+
 def test_cli_without_a_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert prpm_stack.main(["status"], str(tmp_path / "none.json")) == 1
     err = capsys.readouterr().err
