@@ -64,7 +64,8 @@ options:
       mode:
         description:
           - Octal mode (V(0644)).
-          - A new file gets V(0644), a new directory V(0755); an existing one keeps its mode.
+          - A new file gets V(0644) (V(0600) when O(files[].secret)), a new directory V(0755);
+            an existing one keeps its mode.
         type: raw
       owner:
         description: Owner (name or number). Default V(root) for a new entry.
@@ -239,7 +240,7 @@ class FileSet:
                     raise EntryError("the path is not absolute")
                 handler = getattr(self, "_ensure_" + entry["state"])
                 changes, diff = handler(entry)
-            except EntryError as err:
+            except (EntryError, OSError) as err:
                 self.module.fail_json(
                     msg=f"{dest}: {err}",
                     files=results,
@@ -357,6 +358,9 @@ class FileSet:
             wanted = base64.b64decode(entry["content_b64"], validate=True)
         except (ValueError, TypeError) as err:
             raise EntryError(f"content_b64 is not base64: {err}") from None
+        validate = entry.get("validate")
+        if validate and "%s" not in validate:
+            raise EntryError(f"validate must contain %s (the file to check): {validate!r}")
         mode = parse_mode(entry.get("mode"))
         uid = resolve_user(entry.get("owner"), self.check_mode)
         gid = resolve_group(entry.get("group"), self.check_mode)
@@ -374,7 +378,9 @@ class FileSet:
             return changes, self._attribute_diff(dest, current, mode, uid, gid) if changes else None
 
         if current is None:
-            new_mode = _DEFAULT_MODES["file"] if mode is None else mode
+            new_mode = (
+                (0o600 if entry.get("secret") else _DEFAULT_MODES["file"]) if mode is None else mode
+            )
             new_uid, new_gid = (0 if uid is None else uid), (0 if gid is None else gid)
         else:
             new_mode = stat.S_IMODE(current.st_mode) if mode is None else mode
@@ -386,7 +392,7 @@ class FileSet:
             else ["content", *attribute_changes(current, mode, uid, gid)]
         )
         if not self.check_mode:
-            self._write(dest, wanted, (new_mode, new_uid, new_gid), entry.get("validate"))
+            self._write(dest, wanted, (new_mode, new_uid, new_gid), entry)
         return changes, self._content_diff(entry, dest, old, wanted)
 
     # --- helpers ---
@@ -402,7 +408,7 @@ class FileSet:
             raise EntryError("exists and is not a regular file")
         return current, Path(dest).read_bytes()
 
-    def _write(self, dest, data, attrs, validate):
+    def _write(self, dest, data, attrs, entry):
         mode, uid, gid = attrs
         fd, name = tempfile.mkstemp(dir=Path(dest).parent, prefix=f".{Path(dest).name}.")
         tmp = Path(name)
@@ -414,21 +420,20 @@ class FileSet:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if validate:
-                self._validate(tmp, validate)
+            if entry.get("validate"):
+                self._validate(tmp, entry["validate"], secret=entry.get("secret"))
             tmp.replace(dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
-    def _validate(self, tmp, validate):
-        if "%s" not in validate:
-            raise EntryError(f"validate must contain %s (the file to check): {validate!r}")
+    def _validate(self, tmp, validate, secret=False):
         rc, out, err = self.module.run_command(
             validate.replace("%s", shlex.quote(str(tmp))), use_unsafe_shell=False
         )
         if rc != 0:
-            detail = (err or out).strip()
+            # A validator may print the content: not for a secret.
+            detail = "(output not shown: the content is secret)" if secret else (err or out).strip()
             raise EntryError(
                 f"the new content failed validation ({validate.split()[0]} ... exited {rc}), "
                 f"the file was left as it was: {detail}"

@@ -304,10 +304,6 @@ def test_validate_without_the_placeholder_fails_and_writes_nothing(capsys, tmp_p
     assert leftovers(tmp_path, "app.conf") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the module puts a failing validator's output into msg even for a secret entry",
-)
 def test_a_failing_validation_of_a_secret_does_not_return_it(capsys, tmp_path: Path) -> None:
     dest = tmp_path / "db.env"
     # diff prints every line of the temporary file and exits 1.
@@ -608,10 +604,6 @@ def test_a_relative_dest_fails(capsys, tmp_path: Path) -> None:
     assert result["msg"] == "etc/x: the path is not absolute"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an OSError (here: the link's directory is missing) escapes as a traceback",
-)
 def test_an_os_error_fails_naming_the_entry(capsys, tmp_path: Path) -> None:
     done = tmp_path / "done"
     dest = tmp_path / "missing" / "link"
