@@ -53,9 +53,14 @@ def docs() -> dict[str, dict]:
 
 
 def test_the_collection_has_filters() -> None:
-    assert {"cidr_overlaps", "cidr_version", "cidr_is_anywhere", "cidr_is_valid", "to_mib"} <= set(
-        FILTERS
-    )
+    assert {
+        "cidr_overlaps",
+        "cidr_version",
+        "cidr_is_anywhere",
+        "cidr_is_valid",
+        "cidrs_cover_anywhere",
+        "to_mib",
+    } <= set(FILTERS)
 
 
 @pytest.mark.parametrize("name", sorted(FILTERS))
