@@ -4,23 +4,33 @@
 # links to it. Backs up, checks, restores and drills the PRPM stack with restic.
 # Configuration (backup settings only): /etc/prpm-backup/config.json. The stack (compose
 # project, database, package files, paths) comes from the stack contract through prpm_stack.
-# Every failure exits non-zero, says why on stderr (the journal) and pings <ping_url>/fail when
-# a ping URL is set for the command.
+# Every failure (an unexpected error too) exits non-zero, says why on stderr (the journal) and
+# pings <ping_url>/fail when a ping URL is set for the command. One run at a time per host (a
+# lock, see LOCKED_OUT); every command it starts has a time limit (see Timeouts).
 """prpm-backup: restic backups of the PRPM registry stack that fail loudly."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import json
 import os
+import re
+import shlex
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import prpm_stack
 from prpm_stack import Failure, Host, Stack
@@ -38,6 +48,9 @@ CONFIG_SPEC: dict[str, prpm_stack.Spec] = {
     "rpo_minutes": int,
     # Command -> URL pinged on success (<url>/fail on failure); commands without one: no ping.
     "ping_urls": dict,
+    # Time limits of the commands it starts (see Timeouts); absent: the defaults.
+    "command_timeout_seconds?": int,
+    "short_command_timeout_seconds?": int,
 }
 STATE_DIR = "/var/lib/prpm-backup"
 DRILL_CONTAINER = "prpm-backup-drill"
@@ -52,15 +65,225 @@ COUNT_SQL = (
     "AND table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
 )
 
+# Time limits (seconds) of the commands prpm-backup starts. Long: the ones that move data
+# (restic backup, forget --prune, check, restore, and restic dump | pg_restore). Short: all the
+# others (snapshot lists, row counts, docker and compose). Past its limit a command gets SIGTERM,
+# with every process it started, then SIGKILL after KILL_GRACE_SECONDS.
+LONG_TIMEOUT = 21600
+SHORT_TIMEOUT = 900
+KILL_GRACE_SECONDS = 10.0
+# How long the drill's database gets to accept connections.
+READY_TIMEOUT = 120
+# One run at a time on a host: a run that finds the lock held exits LOCKED_OUT (EX_TEMPFAIL)
+# without doing anything, as a failure (it pings /fail). freshness only reads, and init only
+# creates a repository where there is none (the role runs it on every converge): no lock.
+LOCK_NAME = "prpm-backup.lock"
+UNLOCKED = frozenset({"freshness", "init"})
+FAILED = 1
+LOCKED_OUT = 75
+INTERRUPTED = 130
+TERMINATED = 143
+# Environment variables whose values never reach the output (the journal, pings).
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSPHRASE|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+
 log = functools.partial(prpm_stack.log, PROG)
+T = TypeVar("T")
+
+
+class Locked(Failure):
+    """Another prpm-backup run holds the host's lock."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (systemctl stop, a shutdown), raised in the main thread so that cleanups run."""
+
+
+# --- Secrets ------------------------------------------------------------------------------------
+_secrets: set[str] = set()
+
+
+def keep_secret(name: str, value: str) -> None:
+    """Remember value when name says it is a secret: redact() takes it out of any output."""
+    if SECRET_NAME.search(name) and not name.upper().endswith("_FILE") and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+# --- Commands with a time limit -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Timeouts:
+    """Time limits of the commands a run starts (config.json, from the role's
+    backups_command_timeout_seconds and backups_short_command_timeout_seconds)."""
+
+    long: int = LONG_TIMEOUT
+    short: int = SHORT_TIMEOUT
+
+    @classmethod
+    def of(cls, cfg: Mapping[str, Any]) -> Timeouts:
+        return cls(
+            cfg.get("command_timeout_seconds", LONG_TIMEOUT),
+            cfg.get("short_command_timeout_seconds", SHORT_TIMEOUT),
+        )
+
+
+def describe(cmd: Sequence[str]) -> str:
+    text = shlex.join(cmd)
+    return text if len(text) <= 200 else text[:200] + " ..."
+
+
+def _proc_stat(pid: int) -> tuple[int, int, str] | None:
+    """(parent pid, start time, state) of a process, from /proc; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), int(fields[19]), fields[0]
+
+
+def _descendants(root: int) -> set[tuple[int, int]]:
+    """Every process below root, as (pid, start time): a pid reused meanwhile is not the same."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat:
+                children.setdefault(stat[0], []).append((int(entry.name), stat[1]))
+    found: set[tuple[int, int]] = set()
+    todo = [root]
+    while todo:
+        for proc in children.get(todo.pop(), []):
+            if proc not in found:
+                found.add(proc)
+                todo.append(proc[0])
+    return found
+
+
+def _alive(proc: tuple[int, int]) -> bool:
+    stat = _proc_stat(proc[0])
+    return stat is not None and stat[1] == proc[1] and stat[2] not in ("Z", "X")
+
+
+class Guard:
+    """A command's time limit. Past it, every process the command started (its whole tree, its
+    children's children too, found in /proc) gets SIGTERM, and SIGKILL KILL_GRACE_SECONDS later
+    when still there; the command then returns and the caller reports the timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.fired = False
+        self._before = _descendants(os.getpid())
+        self._timer = threading.Timer(timeout, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def started(self) -> set[tuple[int, int]]:
+        return _descendants(os.getpid()) - self._before
+
+    def _fire(self) -> None:
+        self.fired = True
+        self.stop_all()
+
+    def stop_all(self) -> None:
+        procs = self.started()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in procs:
+                if _alive(proc):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(proc[0], sig)
+            if sig == signal.SIGTERM:
+                deadline = time.monotonic() + KILL_GRACE_SECONDS
+                while any(_alive(p) for p in procs) and time.monotonic() < deadline:
+                    threading.Event().wait(0.1)
+                # And whatever they started meanwhile.
+                procs |= self.started()
+
+    def finish(self, interrupted: bool = False) -> None:
+        """The command returned: no more timer (one that fired has finished its work). When it
+        was interrupted (SIGTERM, ^C), what it started goes too."""
+        self._timer.cancel()
+        if self._timer.is_alive() and self._timer is not threading.current_thread():
+            self._timer.join()
+        if interrupted and not self.fired:
+            self.stop_all()
+
+
+def limited(what: str, timeout: float, call: Callable[[], T]) -> T:
+    """call() (which runs one command, or one pipeline), stopped past timeout seconds: then a
+    Failure naming what and the limit."""
+    guard = Guard(timeout)
+    try:
+        result = call()
+    except Failure:
+        guard.finish()
+        if guard.fired:
+            raise _timed_out(what, timeout) from None
+        raise
+    except BaseException:
+        guard.finish(interrupted=True)
+        raise
+    guard.finish()
+    if guard.fired and isinstance(result, subprocess.CompletedProcess) and result.returncode:
+        raise _timed_out(what, timeout)
+    return result
+
+
+def _timed_out(what: str, timeout: float) -> Failure:
+    return Failure(
+        f"{what} did not finish within its time limit of {timeout:g} s: it was stopped, with "
+        "every process it started"
+    )
+
+
+def run(
+    cmd: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    capture: bool = True,
+) -> str:
+    """prpm_stack.run with a time limit."""
+    return limited(describe(cmd), timeout, lambda: prpm_stack.run(cmd, env=env, capture=capture))
+
+
+def attempt(
+    cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """prpm_stack.attempt with a time limit (past it: Failure, not an exit status)."""
+    return limited(describe(cmd), timeout, lambda: prpm_stack.attempt(cmd, env=env))
+
+
+def pipe(
+    producer: Sequence[str],
+    consumer: Sequence[str],
+    *,
+    timeout: float,
+    producer_env: Mapping[str, str] | None = None,
+    producer_name: str = "",
+) -> str:
+    """prpm_stack.pipe with one time limit for both commands."""
+    what = f"{producer_name or describe(producer)} | {describe(consumer)}"
+    return limited(
+        what,
+        timeout,
+        lambda: prpm_stack.pipe(
+            producer, consumer, producer_env=producer_env, producer_name=producer_name
+        ),
+    )
 
 
 class Database:
     """The stack's database (the contract's 'database'), reached in its service's container."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, timeouts: Timeouts) -> None:
         db = stack.contract["database"]
         self.stack = stack
+        self.timeouts = timeouts
         self.service: str = db["service"]
         self.name: str = db["name"]
         self.user: str = db["user"]
@@ -71,8 +294,9 @@ class Database:
     def psql(self, sql: str, container: Sequence[str] | None = None) -> str:
         base = list(container) if container else self.exec()
         login = ["-U", self.user, "-d", self.name]
-        return prpm_stack.run(
-            [*base, "psql", "-v", "ON_ERROR_STOP=1", *login, "-At", "-F", "\t", "-c", sql]
+        return run(
+            [*base, "psql", "-v", "ON_ERROR_STOP=1", *login, "-At", "-F", "\t", "-c", sql],
+            timeout=self.timeouts.short,
         )
 
     def counts(self, container: Sequence[str] | None = None) -> dict[str, int]:
@@ -99,6 +323,14 @@ class Backup(Host):
     default_state_dir = STATE_DIR
 
     @property
+    def timeouts(self) -> Timeouts:
+        return Timeouts.of(self.cfg)
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / LOCK_NAME
+
+    @property
     def last_drill(self) -> Path:
         return self.state_dir / "last-drill.json"
 
@@ -109,7 +341,7 @@ class Backup(Host):
 
     @functools.cached_property
     def db(self) -> Database:
-        return Database(self.stack)
+        return Database(self.stack, self.timeouts)
 
     @property
     def packages_path(self) -> str:
@@ -130,6 +362,7 @@ class Backup(Host):
 class Repo:
     def __init__(self, spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
         self.name: str = spec["name"]
+        self.timeouts = Timeouts.of(cfg)
         self.env = dict(os.environ)
         self.env.update(spec.get("env", {}))
         env_file = spec.get("env_file")
@@ -142,16 +375,20 @@ class Repo:
         self.env["RESTIC_REPOSITORY"] = spec["url"]
         self.env["RESTIC_PASSWORD_FILE"] = cfg["password_file"]
         self.env.setdefault("RESTIC_CACHE_DIR", RESTIC_CACHE)
+        for key, value in self.env.items():
+            keep_secret(key, value)
         self.host: str = cfg["host_tag"]
 
-    def restic(self, *args: str, capture: bool = True) -> str:
+    def restic(self, *args: str, long: bool = False) -> str:
+        """restic with the short time limit, or the long one for the commands that move data."""
+        timeout = self.timeouts.long if long else self.timeouts.short
         try:
-            return prpm_stack.run(["restic", "--quiet", *args], env=self.env, capture=capture)
+            return run(["restic", "--quiet", *args], env=self.env, timeout=timeout)
         except Failure as exc:
             raise Failure(f"[{self.name}] {exc}") from None
 
     def exists(self) -> bool:
-        proc = prpm_stack.attempt(["restic", "cat", "config"], env=self.env)
+        proc = attempt(["restic", "cat", "config"], env=self.env, timeout=self.timeouts.short)
         if proc.returncode == 0:
             return True
         if (
@@ -213,13 +450,14 @@ def cmd_init(b: Backup, args: argparse.Namespace) -> None:
 
 def cmd_db(b: Backup, args: argparse.Namespace) -> None:
     for repo in repos(b.cfg, args.repo):
-        for attempt in range(1, 4):
+        for tries in range(1, 4):
             before = b.db.counts()
             tags = ["db"] + [f"{ROW_TAG}{t}={n}" for t, n in sorted(before.items())]
             tag_args = [a for t in tags for a in ("--tag", t)]
             out = repo.restic(
                 "backup", "--json", "--host", repo.host, *tag_args,
                 "--stdin-filename", DUMP_NAME, "--stdin-from-command", "--", *b.db.dump_cmd(),
+                long=True,
             )  # fmt: skip
             summary = [json.loads(x) for x in out.splitlines() if '"summary"' in x]
             snap_id = summary[-1]["snapshot_id"] if summary else "?"
@@ -231,16 +469,24 @@ def cmd_db(b: Backup, args: argparse.Namespace) -> None:
                     f"{sum(before.values())} rows, {size} bytes"
                 )
                 break
-            log(f"[{repo.name}] rows changed during the dump (attempt {attempt}); again")
+            log(f"[{repo.name}] rows changed during the dump (attempt {tries}); again")
             repo.restic("forget", snap_id)
         else:
             raise Failure(f"[{repo.name}] the database kept changing during three dumps")
         try:
             _backup_packages(b, repo, snap_id)
-        except Failure:
+        except BaseException:
             # A database snapshot without its package files would restore rows without files.
-            repo.restic("forget", snap_id)
+            _forget_after_failure(repo, snap_id)
             raise
+
+
+def _forget_after_failure(repo: Repo, snap_id: str) -> None:
+    """Forget a snapshot while another failure is reported: one that stays is said, not raised."""
+    try:
+        repo.restic("forget", snap_id)
+    except Failure as exc:
+        print(f"{PROG}: database snapshot {snap_id} was not forgotten: {exc}", file=sys.stderr)
 
 
 def _backup_packages(b: Backup, repo: Repo, db_snap_id: str) -> None:
@@ -254,7 +500,7 @@ def _backup_packages(b: Backup, repo: Repo, db_snap_id: str) -> None:
     objects = count_objects(path)
     repo.restic(
         "backup", "--host", repo.host, "--tag", "packages", "--tag", f"db={db_snap_id}",
-        "--tag", f"objects={objects}", path,
+        "--tag", f"objects={objects}", path, long=True,
     )  # fmt: skip
     log(f"[{repo.name}] package files snapshot: {objects} objects in {path}")
 
@@ -289,7 +535,7 @@ def cmd_files(b: Backup, args: argparse.Namespace) -> None:
     if missing:
         raise Failure(f"paths to back up are missing: {', '.join(missing)}")
     for repo in repos(b.cfg, args.repo):
-        repo.restic("backup", "--host", repo.host, "--tag", "files", *paths)
+        repo.restic("backup", "--host", repo.host, "--tag", "files", *paths, long=True)
         log(f"[{repo.name}] files snapshot of {', '.join(paths)}")
 
 
@@ -300,15 +546,16 @@ def cmd_forget(b: Backup, args: argparse.Namespace) -> None:
         keep_args += [f"--keep-{key}", str(keep[key])]
     for repo in repos(b.cfg, args.repo):
         repo.restic(
-            "forget", "--host", repo.host, "--group-by", "host,paths", *keep_args, "--prune"
-        )
+            "forget", "--host", repo.host, "--group-by", "host,paths", *keep_args, "--prune",
+            long=True,
+        )  # fmt: skip
         log(f"[{repo.name}] retention applied and pruned")
 
 
 def cmd_check(b: Backup, args: argparse.Namespace) -> None:
     subset = b.cfg["check_subset"]
     for repo in repos(b.cfg, args.repo):
-        repo.restic("check", f"--read-data-subset={subset}")
+        repo.restic("check", f"--read-data-subset={subset}", long=True)
         log(f"[{repo.name}] check passed (read {subset} of the data)")
 
 
@@ -333,11 +580,12 @@ def _restore_into(
 ) -> None:
     """restic dump | pg_restore in target (argv prefix that runs a command in a container)."""
     try:
-        prpm_stack.pipe(
+        pipe(
             repo.dump_cmd(snap),
             [*target, *b.db.restore_args(clean)],
             producer_env=repo.env,
             producer_name="restic dump",
+            timeout=b.timeouts.long,
         )
     except Failure as exc:
         raise Failure(f"[{repo.name}] {exc}") from None
@@ -355,7 +603,11 @@ def _verify(expected: Mapping[str, int], got: Mapping[str, int], where: str) -> 
 
 
 def cmd_restore(b: Backup, args: argparse.Namespace) -> None:
-    compose, run = b.stack.compose, prpm_stack.run
+    compose = b.stack.compose
+
+    def step(*words: str) -> None:
+        run(compose(*words), timeout=b.timeouts.short)
+
     registry = b.contract["registry_service"]
     repo = repos(b.cfg, args.repo)[0]
     snap = repo.snapshot("db", args.snapshot)
@@ -364,9 +616,9 @@ def cmd_restore(b: Backup, args: argparse.Namespace) -> None:
     # Found before anything stops: a database snapshot without its package files is refused.
     packages = _packages_snapshot(repo, snap) if path else None
     log(f"[{repo.name}] restoring database snapshot {snap['short_id']} of {snap['time']}")
-    run(compose("stop", registry))
+    step("stop", registry)
     # `up` brings back the database's volume (empty) when it was lost.
-    run(compose("up", "-d", "--wait", b.db.service))
+    step("up", "-d", "--wait", b.db.service)
     _restore_into(b, repo, snap, b.db.exec(), clean=True)
     _verify(expected, b.db.counts(), "the live database")
     log(
@@ -375,50 +627,79 @@ def cmd_restore(b: Backup, args: argparse.Namespace) -> None:
     )
     if packages is not None:
         storage = b.storage_service
-        run(compose("stop", storage))
+        step("stop", storage)
         # `create` brings back the volume (and container) when they were removed.
-        run(compose("create", "--no-recreate", storage))
-        repo.restic("restore", packages["id"], "--target", "/", "--include", path)
+        step("create", "--no-recreate", storage)
+        repo.restic("restore", packages["id"], "--target", "/", "--include", path, long=True)
         want, got = _recorded_objects(packages), count_objects(path)
         if got < want:
             raise Failure(
                 f"[{repo.name}] {got} package files after the restore, the snapshot recorded {want}"
             )
-        run(compose("up", "-d", "--wait", "--no-deps", storage))
+        step("up", "-d", "--wait", "--no-deps", storage)
         log(f"[{repo.name}] restored package files snapshot {packages['short_id']}: {got} objects")
-    run(compose("up", "-d", "--wait", "--no-deps", registry))
+    step("up", "-d", "--wait", "--no-deps", registry)
     log(f"{registry} started")
 
 
 def drill_container_cmd(b: Backup, name: str) -> list[str]:
     """docker run argv of the drill's throwaway database: the stack's image and server program,
-    small and without fsync, no network. Its password comes from the environment, never argv."""
-    service = b.stack.service_config(b.db.service)
+    small and without fsync, no network. Its password comes from the environment, never argv.
+    --rm: docker removes it with its anonymous volume (the restored copy of the database) when
+    it exits, and when the daemon starts again after a crash; the drill removes it (rm -f -v)
+    when it is done, failed or stopped."""
+    config = run(b.stack.compose("config", "--format", "json"), timeout=b.timeouts.short)
+    service = json.loads(config)["services"][b.db.service]
     # The server program as the stack runs it (the command's first word), with the drill's
     # settings; a service without a command runs the image's own.
     command = service.get("command") or []
     server = [command[0], "-c", "shared_buffers=32MB", "-c", "fsync=off"] if command else []
     return [
-        "docker", "run", "-d", "--name", name, "--network", "none", "--memory", "256m",
+        "docker", "run", "-d", "--rm", "--name", name, "--network", "none", "--memory", "256m",
         "-e", f"POSTGRES_USER={b.db.user}", "-e", f"POSTGRES_DB={b.db.name}",
         "-e", "POSTGRES_HOST_AUTH_METHOD=trust", "-e", "POSTGRES_PASSWORD",
         service["image"], *server,
     ]  # fmt: skip
 
 
-def _wait_ready(b: Backup, name: str, target: Sequence[str], timeout: float = 120) -> None:
+def _wait_ready(b: Backup, name: str, target: Sequence[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    probe = min(b.timeouts.short, timeout)
     ready = [*target, "pg_isready", "-U", b.db.user, "-d", b.db.name, "-h", "127.0.0.1"]
-    while prpm_stack.attempt(ready).returncode != 0:
-        state = prpm_stack.attempt(["docker", "inspect", "-f", "{{.State.Running}}", name])
+    while attempt(ready, timeout=probe).returncode != 0:
+        state = attempt(["docker", "inspect", "-f", "{{.State.Running}}", name], timeout=probe)
         if state.stdout.strip() != "true":
-            logs = prpm_stack.attempt(["docker", "logs", "--tail", "20", name])
+            logs = attempt(["docker", "logs", "--tail", "20", name], timeout=probe)
+            output = (logs.stdout + logs.stderr).strip()[-1000:] if logs.returncode == 0 else ""
+            # --rm: the container may be gone with its output by now.
             raise Failure(
-                "the drill's database exited: " + (logs.stdout + logs.stderr).strip()[-1000:]
+                "the drill's database exited: "
+                + (output or "its container was removed with its output (docker run --rm)")
             )
         if time.monotonic() > deadline:
             raise Failure(f"the drill's database did not become ready in {timeout:.0f} s")
         time.sleep(1)
+
+
+def remove_drill_container(b: Backup) -> str:
+    """docker rm -f -v: the drill's container and its anonymous volume (the restored copy of the
+    database). '' when they are gone, else what is wrong."""
+    name = DRILL_CONTAINER
+    try:
+        proc = attempt(["docker", "rm", "-f", "-v", name], timeout=b.timeouts.short)
+    except Failure as exc:
+        why = str(exc)
+    else:
+        # Gone already, or being removed by docker (--rm) right now: both are fine.
+        if proc.returncode == 0 or any(
+            text in proc.stderr for text in ("No such container", "already in progress")
+        ):
+            return ""
+        why = (proc.stderr or proc.stdout).strip()[-500:] or f"docker rm exited {proc.returncode}"
+    return (
+        f"the drill container {name} and its volume (a copy of the database) could not be "
+        f"removed: {why}; remove them with: docker rm -f -v {name}"
+    )
 
 
 def cmd_drill(b: Backup, args: argparse.Namespace) -> None:
@@ -426,19 +707,33 @@ def cmd_drill(b: Backup, args: argparse.Namespace) -> None:
     started = time.monotonic()
     snap = repo.snapshot("db", args.snapshot)
     expected = recorded_counts(snap)
-    remove = ["docker", "rm", "-f", DRILL_CONTAINER]
-    prpm_stack.attempt(remove)
-    prpm_stack.run(
-        drill_container_cmd(b, DRILL_CONTAINER), env={"POSTGRES_PASSWORD": os.urandom(16).hex()}
-    )
+    # A container left by a drill that was killed (its name is taken, its volume holds a copy).
+    leftover = remove_drill_container(b)
+    if leftover:
+        raise Failure(f"{leftover}; the drill did not start")
     target = ["docker", "exec", "-i", DRILL_CONTAINER]
+    password = os.urandom(16).hex()
+    _secrets.add(password)
     try:
-        _wait_ready(b, DRILL_CONTAINER, target)
+        run(
+            drill_container_cmd(b, DRILL_CONTAINER),
+            env={"POSTGRES_PASSWORD": password},
+            timeout=b.timeouts.short,
+        )
+        _wait_ready(b, DRILL_CONTAINER, target, READY_TIMEOUT)
         _restore_into(b, repo, snap, target, clean=False)
         _verify(expected, b.db.counts(target), "the drill database")
         objects = _drill_packages(b, repo, snap)
-    finally:
-        prpm_stack.attempt(remove)
+    except BaseException:
+        # Failed, stopped or interrupted: the container goes all the same; the first failure
+        # is the one reported.
+        problem = remove_drill_container(b)
+        if problem:
+            print(f"{PROG}: {problem}", file=sys.stderr, flush=True)
+        raise
+    problem = remove_drill_container(b)
+    if problem:
+        raise Failure(problem)
     rto = time.monotonic() - started
     result = {
         "snapshot": snap["short_id"],
@@ -464,7 +759,7 @@ def _drill_packages(b: Backup, repo: Repo, db_snap: Mapping[str, Any]) -> int | 
     packages = _packages_snapshot(repo, db_snap)
     b.scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="drill-", dir=b.scratch) as scratch:
-        repo.restic("restore", packages["id"], "--target", scratch, "--include", path)
+        repo.restic("restore", packages["id"], "--target", scratch, "--include", path, long=True)
         want, got = _recorded_objects(packages), count_objects(scratch + path)
     if got != want:
         raise Failure(
@@ -494,6 +789,84 @@ COMMANDS: dict[str, Callable[[Backup, argparse.Namespace], None]] = {
 }
 
 
+@contextlib.contextmanager
+def host_lock(path: Path, command: str) -> Iterator[None]:
+    """One run at a time on the host: flock on path, without waiting. Locked when another run
+    holds it (the file says which, since when)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise Locked(
+                f"another {PROG} run holds the lock {path} ({holder}); this {command} run did "
+                "not start"
+            ) from None
+        os.ftruncate(fd, 0)
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()}, {command} since {since}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Terminated in the main thread (once), so that cleanups (the drill's
+    container, the commands running) happen and the failure is reported."""
+    raised = False
+
+    def handler(_signum: int, _frame: object) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: the default action stays
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _check_timeouts(cfg: Mapping[str, Any], path: str) -> None:
+    for key in ("command_timeout_seconds", "short_command_timeout_seconds"):
+        if key in cfg and cfg[key] < 1:
+            raise Failure(f"the configuration {path} is not valid: '{key}' must be at least 1")
+
+
+def execute(b: Backup, args: argparse.Namespace) -> tuple[int, str]:
+    """Run the command: (0, '') or (exit status, what went wrong). Any exception is a failure;
+    one that is not a Failure leaves its traceback on stderr."""
+    try:
+        with sigterm_raises():
+            lock = (
+                contextlib.nullcontext()
+                if args.command in UNLOCKED
+                else host_lock(b.lock_file, args.command)
+            )
+            with lock:
+                COMMANDS[args.command](b, args)
+    except Locked as exc:
+        return LOCKED_OUT, str(exc)
+    except Failure as exc:
+        return FAILED, str(exc)
+    except Terminated:
+        return TERMINATED, "stopped by SIGTERM before it finished"
+    except KeyboardInterrupt:
+        return INTERRUPTED, "interrupted before it finished"
+    except Exception as exc:
+        print(redact(traceback.format_exc()), file=sys.stderr, end="", flush=True)
+        return FAILED, f"unexpected error: {type(exc).__name__}: {exc} (traceback in the log)"
+    return 0, ""
+
+
 def main(
     argv: Sequence[str] | None = None,
     config_path: str = CONFIG,
@@ -507,16 +880,20 @@ def main(
     args = parser.parse_args(argv)
     try:
         cfg = prpm_stack.load_config(config_path, CONFIG_SPEC)
+        _check_timeouts(cfg, config_path)
     except Failure as exc:
         print(f"{PROG} {args.command} FAILED: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return FAILED
     ping_url = cfg["ping_urls"].get(args.command) or ""
-    try:
-        COMMANDS[args.command](Backup(cfg, contract_path, state_dir), args)
-    except Failure as exc:
-        print(f"{PROG} {args.command} FAILED: {exc}", file=sys.stderr, flush=True)
-        prpm_stack.ping(ping_url, False, str(exc), prog=PROG)
-        return 1
+    for repo in cfg["repositories"]:
+        for key, value in repo.get("env", {}).items():
+            keep_secret(key, str(value))
+    status, why = execute(Backup(cfg, contract_path, state_dir), args)
+    if status:
+        why = redact(why)
+        print(f"{PROG} {args.command} FAILED: {why}", file=sys.stderr, flush=True)
+        prpm_stack.ping(ping_url, False, why, prog=PROG)
+        return status
     prpm_stack.ping(ping_url, True, prog=PROG)
     return 0
 

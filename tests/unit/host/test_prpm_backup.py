@@ -53,6 +53,20 @@ def backup(tmp_path: Path, contract: dict[str, Any]) -> prpm_backup.Backup:
     return prpm_backup.Backup(config(), path, tmp_path / "state")
 
 
+@pytest.fixture
+def limits(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """The time limit of every command run, by command (argv joined, as in messages)."""
+    seen: dict[str, float] = {}
+    limited = prpm_backup.limited
+
+    def record(what: str, timeout: float, call: Any) -> Any:
+        seen[what] = timeout
+        return limited(what, timeout, call)
+
+    monkeypatch.setattr(prpm_backup, "limited", record)
+    return seen
+
+
 def snapshots(fake: FakeHost, objects: int = 2) -> None:
     db = {"id": DB_ID, "short_id": DB_ID[:8], "time": "2025-01-01T03:00:00Z"}
     db["tags"] = ["db", "rows:public.packages=3", "rows:public.users=2"]
@@ -63,7 +77,7 @@ def snapshots(fake: FakeHost, objects: int = 2) -> None:
 
 
 def test_db_dumps_through_restic_then_backs_up_the_package_files(
-    fake: FakeHost, backup: prpm_backup.Backup
+    fake: FakeHost, backup: prpm_backup.Backup, limits: dict[str, float]
 ) -> None:
     objects_in(Path(backup.packages_path), 2)
     fake.on("psql", out=COUNTS)
@@ -90,6 +104,8 @@ def test_db_dumps_through_restic_then_backs_up_the_package_files(
     env = next(e for _kind, argv, e in fake.calls if argv == dump)
     assert env["RESTIC_REPOSITORY"] == "/var/backups/prpm/restic"
     assert env["RESTIC_PASSWORD_FILE"] == config()["password_file"]
+    # Data moves under the long limit; the row counts under the short one.
+    assert [limits[prpm_backup.describe(a)] for a in (dump, files, psql)] == [21600, 21600, 900]
 
 
 def test_db_dumps_again_when_rows_change_and_forgets_the_moving_snapshot(
@@ -143,9 +159,10 @@ def test_files_backs_up_the_contract_paths_and_the_extra_ones(
         prpm_backup.cmd_files(run, args())
 
 
-def test_forget_check_and_init(fake: FakeHost, tmp_path: Path) -> None:
+def test_forget_check_and_init(fake: FakeHost, tmp_path: Path, limits: dict[str, float]) -> None:
     # None of them needs the stack: they work before the stack contract exists.
-    run = prpm_backup.Backup(config(), tmp_path / "no-contract.json")
+    cfg = config(command_timeout_seconds=7200, short_command_timeout_seconds=60)
+    run = prpm_backup.Backup(cfg, tmp_path / "no-contract.json")
     prpm_backup.cmd_forget(run, args())
     prpm_backup.cmd_check(run, args())
     fake.on("cat", "config", rc=10)
@@ -158,10 +175,12 @@ def test_forget_check_and_init(fake: FakeHost, tmp_path: Path) -> None:
         ["restic", "cat", "config"],
         ["restic", "--quiet", "init"],
     ]  # fmt: skip
+    # The limits come from the configuration: prune and check long, the others short.
+    assert [limits[prpm_backup.describe(a)] for a in fake.argvs()] == [7200, 7200, 60, 60]
 
 
 def test_restore_stops_the_registry_restores_both_and_starts_it(
-    fake: FakeHost, backup: prpm_backup.Backup
+    fake: FakeHost, backup: prpm_backup.Backup, limits: dict[str, float]
 ) -> None:
     objects_in(Path(backup.packages_path), 2)
     snapshots(fake)
@@ -181,6 +200,13 @@ def test_restore_stops_the_registry_restores_both_and_starts_it(
         [*COMPOSE, "up", "-d", "--wait", "--no-deps", "storage"],
         [*COMPOSE, "up", "-d", "--wait", "--no-deps", "registry"],
     ]  # fmt: skip
+    (pipe,) = fake.argvs("pipe")
+    long = {what for what, timeout in limits.items() if timeout == 21600}
+    assert long == {
+        "restic dump | " + prpm_backup.describe(pipe[pipe.index("|") + 1 :]),
+        prpm_backup.describe(fake.find("restore", "--target")[0]),
+    }
+    assert set(limits.values()) == {21600, 900}
 
 
 def test_restore_without_the_package_snapshot_is_refused_before_anything_stops(
@@ -221,7 +247,7 @@ def test_drill_restores_into_a_throwaway_database(
     prpm_backup.cmd_drill(backup, args())
     (start,) = fake.find("docker", "run")
     assert start == [
-        "docker", "run", "-d", "--name", "prpm-backup-drill", "--network", "none",
+        "docker", "run", "-d", "--rm", "--name", "prpm-backup-drill", "--network", "none",
         "--memory", "256m", "-e", "POSTGRES_USER=prpm", "-e", "POSTGRES_DB=prpm_registry",
         "-e", "POSTGRES_HOST_AUTH_METHOD=trust", "-e", "POSTGRES_PASSWORD",
         "localhost/prpm-hobby/postgres:17",
@@ -238,7 +264,11 @@ def test_drill_restores_into_a_throwaway_database(
         "--exit-on-error", "--single-transaction",
     ]  # fmt: skip
     assert fake.find("psql")[0][:5] == [*target, "psql"]
-    assert fake.argvs()[-1] == ["docker", "rm", "-f", "prpm-backup-drill"]
+    # Removed before and after, with its anonymous volume (the restored copy of the database).
+    remove = ["docker", "rm", "-f", "-v", "prpm-backup-drill"]
+    assert fake.argvs().index(remove) < fake.argvs().index(start)
+    assert fake.argvs()[-1] == remove
+    assert fake.find("rm") == [remove, remove]
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (report["tables"], report["rows"], report["package_objects"]) == (2, 5, 2)
     recorded = json.loads(backup.last_drill.read_text(encoding="utf-8"))
@@ -256,7 +286,7 @@ def test_drill_fails_when_its_database_exits(fake: FakeHost, backup: prpm_backup
         prpm_backup.cmd_drill(backup, args())
     # No command in the compose file: the image's own.
     assert fake.find("docker", "run")[0][-1] == "pg"
-    assert fake.argvs()[-1] == ["docker", "rm", "-f", "prpm-backup-drill"]
+    assert fake.argvs()[-1] == ["docker", "rm", "-f", "-v", "prpm-backup-drill"]
 
 
 @pytest.mark.parametrize(("minutes_old", "fails"), [(30, False), (300, True)])
