@@ -7,7 +7,10 @@ them all with one run of the module on the host (see the module's documentation)
 from __future__ import annotations
 
 import base64
+import datetime
 import os
+import pwd
+import time
 from pathlib import Path
 
 from ansible import constants as C
@@ -64,6 +67,34 @@ def content_source(entry, index):
             f"template, src or content (got {', '.join(given) or 'none'})"
         )
     return given[0]
+
+
+def template_vars(name, path, dest, include_ansible_managed):
+    """The variables ansible.builtin.template gives a template (template_*, ansible_managed
+    unless the inventory sets it), so that both render a file the same."""
+    template_stat = Path(path).stat()
+    try:
+        template_uid = pwd.getpwuid(template_stat.st_uid).pw_name
+    except KeyError:
+        template_uid = template_stat.st_uid
+    result = {
+        "template_host": os.uname()[1],
+        "template_path": name,
+        "template_mtime": datetime.datetime.fromtimestamp(template_stat.st_mtime),
+        "template_uid": template_uid,
+        "template_run_date": datetime.datetime.now(),
+        "template_destpath": dest,
+        "template_fullpath": path,
+    }
+    if include_ansible_managed:
+        # As core does: constant placeholders (no template injection), then strftime.
+        managed = C.config.get_config_value("DEFAULT_MANAGED_STR").format(
+            host="{{ template_host }}", uid="{{ template_uid }}", file="{{ template_path }}"
+        )
+        result["ansible_managed"] = trust_as_template(
+            time.strftime(managed, time.localtime(template_stat.st_mtime))
+        )
+    return result
 
 
 class ActionModule(ActionBase):
@@ -134,14 +165,7 @@ class ActionModule(ActionBase):
             str(candidate) for base in bases for candidate in (Path(base) / "templates", base)
         ]
         variables = dict(task_vars)
-        if "ansible_managed" not in variables:
-            variables["ansible_managed"] = C.config.get_config_value("DEFAULT_MANAGED_STR")
-        variables.update(
-            template_path=name,
-            template_fullpath=path,
-            template_destpath=dest,
-            template_host=os.uname()[1],
-        )
+        variables.update(template_vars(name, path, dest, "ansible_managed" not in task_vars))
         templar = self._templar.copy_with_new_env(
             searchpath=searchpath, available_variables=variables
         )

@@ -267,7 +267,7 @@ class FileSet:
         uid = resolve_user(entry.get("owner"), self.check_mode)
         gid = resolve_group(entry.get("group"), self.check_mode)
         try:
-            current = os.lstat(dest)
+            current = Path(dest).stat()  # a link to a directory is that directory
         except FileNotFoundError:
             current = None
         if current is not None and not stat.S_ISDIR(current.st_mode):
@@ -303,11 +303,9 @@ class FileSet:
             current = None
         if current is not None and stat.S_ISDIR(current.st_mode):
             raise EntryError("exists and is a directory, not a link")
-        if (
-            current is not None
-            and stat.S_ISLNK(current.st_mode)
-            and str(Path(dest).readlink()) == target
-        ):
+        # The target as written, not normalised (Path.readlink would drop a "./" or "//").
+        is_link = current is not None and stat.S_ISLNK(current.st_mode)
+        if is_link and os.readlink(dest) == target:  # noqa: PTH115
             return [], None
         before = (
             "(absent)\n"
@@ -367,6 +365,8 @@ class FileSet:
         current, old = self._current_file(dest)
         if current is not None and not entry["force"]:
             return [], None
+        if old is None:
+            current = None  # missing, or a link the file replaces: written as a new file
         if not Path(dest).parent.is_dir():
             if self.check_mode:
                 return ["created"], self._content_diff(entry, dest, None, wanted)
@@ -399,11 +399,15 @@ class FileSet:
 
     @staticmethod
     def _current_file(dest):
-        """The stat and content of an existing regular file, or (None, None)."""
+        """The stat and content of an existing regular file, or (None, None); a symbolic link
+        counts as missing: the file replaces it, as ansible.builtin.copy does (unless force is
+        false: the caller sees the link as an existing file then)."""
         try:
             current = os.lstat(dest)
         except FileNotFoundError:
             return None, None
+        if stat.S_ISLNK(current.st_mode):
+            return current, None
         if not stat.S_ISREG(current.st_mode):
             raise EntryError("exists and is not a regular file")
         return current, Path(dest).read_bytes()
@@ -441,7 +445,7 @@ class FileSet:
 
     def _apply(self, path, mode, uid, gid):
         if uid is not None or gid is not None:
-            os.lchown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+            os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
         if mode is not None:
             Path(path).chmod(mode)
 

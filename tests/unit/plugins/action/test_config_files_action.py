@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 from pathlib import Path
 from unittest.mock import MagicMock
 
@@ -204,6 +205,26 @@ def test_a_given_ansible_managed_wins(role: Path) -> None:
     plugin = make_action(role, {"files": [{"dest": "/m", "template": "m.j2"}]})
     plugin.run(task_vars={"ansible_managed": "by prpm"})
     assert sent_files(plugin)[0]["content_b64"] == b64(b"by prpm")
+
+
+def test_a_configured_ansible_managed_is_formatted_as_the_template_module_does(
+    role: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = C.config.get_config_value
+    monkeypatch.setattr(
+        C.config,
+        "get_config_value",
+        lambda key, *args, **kwargs: (
+            "Managed: {file} on {host} %%Y"
+            if key == "DEFAULT_MANAGED_STR"
+            else real(key, *args, **kwargs)
+        ),
+    )
+    (role / "templates" / "m.j2").write_text("{{ ansible_managed }}")
+    plugin = make_action(role, {"files": [{"dest": "/m", "template": "m.j2"}]})
+    plugin.run(task_vars={})
+    sent = base64.b64decode(sent_files(plugin)[0]["content_b64"]).decode()
+    assert sent == f"Managed: m.j2 on {os.uname()[1]} %Y"
 
 
 def test_a_src_file_of_the_role_is_sent_byte_for_byte(role: Path) -> None:

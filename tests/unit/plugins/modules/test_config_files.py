@@ -644,3 +644,44 @@ def test_content_that_is_not_base64_fails(capsys, tmp_path: Path) -> None:
     result = failed(capsys, [{"dest": str(dest), "content_b64": "not base64!"}])
     assert result["msg"].startswith(f"{dest}: content_b64 is not base64")
     assert not dest.exists()
+
+
+# --- symbolic links met on the way (review fixes) ----------------------------------------------
+
+
+def test_a_directory_that_is_a_link_to_a_directory_is_accepted(capsys, tmp_path: Path) -> None:
+    real = tmp_path / "data"
+    real.mkdir(mode=0o755)
+    link = tmp_path / "opt-prpm"
+    link.symlink_to(real)
+    entry = {"dest": str(link), "state": "directory", "mode": "0750", "owner": str(UID)}
+    first = ok(capsys, [entry])
+    assert first["changed_files"] == [str(link)]
+    assert link.is_symlink()
+    assert mode_of(real) == 0o750
+    assert ok(capsys, [entry])["changed"] is False
+
+
+def test_a_file_replaces_a_link_at_its_path_unless_force_is_false(capsys, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("elsewhere\n")
+    dest = tmp_path / "conf"
+    dest.symlink_to(target)
+    kept = ok(capsys, [file_entry(dest, "mine\n", force=False)])
+    assert kept["changed"] is False
+    assert dest.is_symlink()
+    result = ok(capsys, [file_entry(dest, "mine\n", mode="0640")])
+    assert result["files"][0]["changes"] == ["created"]
+    assert not dest.is_symlink()
+    assert dest.read_text() == "mine\n"
+    assert mode_of(dest) == 0o640
+    assert target.read_text() == "elsewhere\n"
+
+
+def test_a_link_target_is_compared_as_written(capsys, tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("x\n")
+    dest = tmp_path / "link"
+    entry = {"dest": str(dest), "state": "link", "src": "./x"}
+    assert ok(capsys, [entry])["changed"] is True
+    assert os.readlink(dest) == "./x"  # noqa: PTH115 (Path.readlink drops the "./")
+    assert ok(capsys, [entry])["changed"] is False
