@@ -51,6 +51,8 @@ CONFIG_SPEC: dict[str, prpm_stack.Spec] = {
     # Time limits of the commands it starts (see Timeouts); absent: the defaults.
     "command_timeout_seconds?": int,
     "short_command_timeout_seconds?": int,
+    # Seconds a run waits for another one to finish (see host_lock); absent: LOCK_WAIT.
+    "lock_wait_seconds?": int,
 }
 STATE_DIR = "/var/lib/prpm-backup"
 DRILL_CONTAINER = "prpm-backup-drill"
@@ -71,6 +73,9 @@ COUNT_SQL = (
 # with every process it started, then SIGKILL after KILL_GRACE_SECONDS.
 LONG_TIMEOUT = 21600
 SHORT_TIMEOUT = 900
+# A run waits this long for the one holding the lock (an hourly db backup while the patch run's
+# backup starts, timers firing together after downtime) before it gives up (LOCKED_OUT).
+LOCK_WAIT = 3600
 KILL_GRACE_SECONDS = 10.0
 # How long the drill's database gets to accept connections.
 READY_TIMEOUT = 120
@@ -331,6 +336,10 @@ class Backup(Host):
         return self.state_dir / LOCK_NAME
 
     @property
+    def lock_wait(self) -> int:
+        return self.cfg.get("lock_wait_seconds", LOCK_WAIT)
+
+    @property
     def last_drill(self) -> Path:
         return self.state_dir / "last-drill.json"
 
@@ -486,7 +495,9 @@ def _forget_after_failure(repo: Repo, snap_id: str) -> None:
     try:
         repo.restic("forget", snap_id)
     except Failure as exc:
-        print(f"{PROG}: database snapshot {snap_id} was not forgotten: {exc}", file=sys.stderr)
+        print(
+            redact(f"{PROG}: database snapshot {snap_id} was not forgotten: {exc}"), file=sys.stderr
+        )
 
 
 def _backup_packages(b: Backup, repo: Repo, db_snap_id: str) -> None:
@@ -729,7 +740,7 @@ def cmd_drill(b: Backup, args: argparse.Namespace) -> None:
         # is the one reported.
         problem = remove_drill_container(b)
         if problem:
-            print(f"{PROG}: {problem}", file=sys.stderr, flush=True)
+            print(redact(f"{PROG}: {problem}"), file=sys.stderr, flush=True)
         raise
     problem = remove_drill_container(b)
     if problem:
@@ -790,20 +801,27 @@ COMMANDS: dict[str, Callable[[Backup, argparse.Namespace], None]] = {
 
 
 @contextlib.contextmanager
-def host_lock(path: Path, command: str) -> Iterator[None]:
-    """One run at a time on the host: flock on path, without waiting. Locked when another run
-    holds it (the file says which, since when)."""
+def host_lock(path: Path, command: str, wait: float = 0, poll: float = 5) -> Iterator[None]:
+    """One run at a time on the host: flock on path, waiting up to `wait` seconds for the run
+    that holds it. Locked when it is still held then (the file says which run, since when)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "unknown"
-            raise Locked(
-                f"another {PROG} run holds the lock {path} ({holder}); this {command} run did "
-                "not start"
-            ) from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left > 0:
+                    time.sleep(min(poll, left))
+                    continue
+                holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "unknown"
+                raise Locked(
+                    f"another {PROG} run holds the lock {path} ({holder}), still after "
+                    f"{wait:g} s; this {command} run did not start"
+                ) from None
         os.ftruncate(fd, 0)
         since = datetime.now(UTC).isoformat(timespec="seconds")
         os.pwrite(fd, f"pid {os.getpid()}, {command} since {since}\n".encode(), 0)
@@ -839,6 +857,8 @@ def _check_timeouts(cfg: Mapping[str, Any], path: str) -> None:
     for key in ("command_timeout_seconds", "short_command_timeout_seconds"):
         if key in cfg and cfg[key] < 1:
             raise Failure(f"the configuration {path} is not valid: '{key}' must be at least 1")
+    if cfg.get("lock_wait_seconds", 0) < 0:
+        raise Failure(f"the configuration {path} is not valid: 'lock_wait_seconds' must be >= 0")
 
 
 def execute(b: Backup, args: argparse.Namespace) -> tuple[int, str]:
@@ -849,7 +869,7 @@ def execute(b: Backup, args: argparse.Namespace) -> tuple[int, str]:
             lock = (
                 contextlib.nullcontext()
                 if args.command in UNLOCKED
-                else host_lock(b.lock_file, args.command)
+                else host_lock(b.lock_file, args.command, wait=b.lock_wait)
             )
             with lock:
                 COMMANDS[args.command](b, args)

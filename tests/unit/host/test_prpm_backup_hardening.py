@@ -42,6 +42,8 @@ def config(**change: Any) -> dict[str, Any]:
         "check_subset": "5%",
         "rpo_minutes": 120,
         "ping_urls": PINGS,
+        # A held lock fails at once here (the wait is tested on its own).
+        "lock_wait_seconds": 0,
     }
     return dict(cfg, **change)
 
@@ -225,7 +227,7 @@ def test_a_run_holds_the_host_lock_and_a_second_one_does_not_start(
     err = capsys.readouterr().err
     why = (
         f"another prpm-backup run holds the lock {lock} (pid 4242, run since "
-        "2025-01-01T03:15:00+00:00); this db run did not start"
+        "2025-01-01T03:15:00+00:00), still after 0 s; this db run did not start"
     )
     assert f"prpm-backup db FAILED: {why}\n" in err
     assert len(fake.calls) == calls  # nothing ran
@@ -244,6 +246,38 @@ def test_freshness_reads_while_another_run_holds_the_lock(
         assert run_main(tmp_path, "freshness") == 0
         assert run_main(tmp_path, "check") == prpm_backup.LOCKED_OUT
     assert [ok for _url, ok, _msg in pings] == [True, False]
+
+
+def test_a_run_waits_for_the_lock_and_starts_when_it_is_released(
+    fake: FakeHost, tmp_path: Path, pings: list[tuple[str, bool, str]]
+) -> None:
+    lock = tmp_path / "state" / "prpm-backup.lock"
+    lock.parent.mkdir()
+    held = lock.open("wb")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    release = threading.Timer(0.5, held.close)
+    release.start()
+    started = time.monotonic()
+    with prpm_backup.host_lock(lock, "db", wait=30, poll=0.1):
+        waited = time.monotonic() - started
+    release.join()
+    assert 0.4 < waited < 10
+
+
+def test_a_run_gives_up_when_the_lock_stays_held_past_its_wait(tmp_path: Path) -> None:
+    lock = tmp_path / "state" / "prpm-backup.lock"
+    lock.parent.mkdir()
+    with lock.open("wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        started = time.monotonic()
+        with pytest.raises(prpm_backup.Locked, match=r"still after 0.3 s; this db run"):
+            with prpm_backup.host_lock(lock, "db", wait=0.3, poll=0.05):
+                pytest.fail("the lock was taken while held")
+        assert 0.25 < time.monotonic() - started < 5
+
+
+def test_a_negative_lock_wait_is_refused(fake: FakeHost, tmp_path: Path) -> None:
+    assert run_main(tmp_path, "db", cfg=config(lock_wait_seconds=-1)) == 1
 
 
 # --- Every failure reported -------------------------------------------------------------------
