@@ -42,6 +42,10 @@ CASES = {
         {"aws_host_admin_cidrs": ["::/0"]},
         "opens SSH to the whole Internet",
     ),
+    "ssh open to the world in two halves": (
+        {"aws_host_admin_cidrs": ["0.0.0.0/1", "128.0.0.0/1"]},
+        "opens SSH to the whole Internet",
+    ),
     "not a network": (
         {"aws_host_admin_cidrs": ["198.51.100.777/32"]},
         "198.51.100.777/32",
