@@ -176,32 +176,27 @@ def parse_mode(value):
 _NOT_YET = -1
 
 
-def resolve_user(name, check_mode=False):
+def _resolve(kind, lookup, name, check_mode):
+    """A user or group id from a name or number; None when not given."""
     if name is None:
         return None
     text = str(name)
     if text.isdigit():
         return int(text)
     try:
-        return pwd.getpwnam(text).pw_uid
+        return lookup(text)
     except KeyError:
         if check_mode:
             return _NOT_YET
-        raise EntryError(f"user {text!r} does not exist on the host") from None
+        raise EntryError(f"{kind} {text!r} does not exist on the host") from None
+
+
+def resolve_user(name, check_mode=False):
+    return _resolve("user", lambda text: pwd.getpwnam(text).pw_uid, name, check_mode)
 
 
 def resolve_group(name, check_mode=False):
-    if name is None:
-        return None
-    text = str(name)
-    if text.isdigit():
-        return int(text)
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        if check_mode:
-            return _NOT_YET
-        raise EntryError(f"group {text!r} does not exist on the host") from None
+    return _resolve("group", lambda text: grp.getgrnam(text).gr_gid, name, check_mode)
 
 
 def attribute_changes(current, mode, uid, gid):
