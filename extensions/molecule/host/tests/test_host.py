@@ -148,6 +148,19 @@ def test_docker_daemon_settings(host):
     daemon = json.loads(host.file("/etc/docker/daemon.json").content_string)
     assert daemon["log-opts"] == {"max-size": "10m", "max-file": "3"}
     assert daemon["default-address-pools"] == [{"base": "10.203.0.0/16", "size": 24}]
+    assert daemon["no-new-privileges"] is True
+    assert daemon["icc"] is False
+    assert daemon["userland-proxy"] is False
+
+
+@pytest.mark.usefixtures("published_probe")
+def test_daemon_least_privilege_in_force(host):
+    # No docker-proxy process forwards the probe's published ports: the kernel's NAT does, and
+    # the host still reaches them on its loopback (test_published_non_public_port_blocked...).
+    assert host.run("pgrep -x docker-proxy").rc == 1
+    # A container started without any option of its own cannot gain privileges.
+    status = host.check_output("docker run --rm prpm-probe /bin/busybox cat /proc/self/status")
+    assert "NoNewPrivs:\t1" in status
 
 
 def test_compose_networks_come_from_the_safe_pool(host):
