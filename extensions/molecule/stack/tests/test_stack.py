@@ -17,6 +17,8 @@ from loadgen import LoadGenerator  # tools/, on the path through conftest
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 BASE = f"https://localhost:{HTTPS_PORT}"
 PROJECT = "prpm"
+# What PostgreSQL's entrypoint needs to own its data directory and drop to the postgres user.
+POSTGRES_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
 
 
 def get(path: str, **kwargs) -> requests.Response:
@@ -109,11 +111,15 @@ def test_secret_files_root_only(host):
         "/opt/prpm/secrets/postgres_password",
         "/opt/prpm/secrets/jwt_secret",
         "/opt/prpm/secrets/storage_secret_key",
+        "/opt/prpm/secrets/redis_password",
         "/opt/prpm/registry.env",
         "/opt/prpm/storage.env",
     ):
         secret = host.file(path)
         assert secret.user == "root" and secret.mode == 0o600, path
+    # Redis's password file: root and the group Redis runs as (no group of the host).
+    conf = host.file("/opt/prpm/secrets/redis.conf")
+    assert (conf.uid, conf.gid, conf.mode) == (0, 6379, 0o640)
     assert len(host.file("/opt/prpm/secrets/jwt_secret").content_string.strip()) >= 43
 
 
@@ -127,10 +133,69 @@ def test_every_container_has_a_memory_limit(host):
         assert 0 < limit <= 256 * 1024 * 1024
 
 
+def _containers(host) -> dict[str, dict]:
+    """service -> `docker inspect` of its running container."""
+    ids = host.check_output(
+        f"docker ps -q --filter label=com.docker.compose.project={PROJECT}"
+    ).split()
+    inspected = json.loads(host.check_output("docker inspect " + " ".join(ids)))
+    return {c["Config"]["Labels"]["com.docker.compose.service"]: c for c in inspected}
+
+
+def test_every_container_runs_with_least_privilege(host):
+    containers = _containers(host)
+    assert set(containers) == {"caddy", "registry", "postgres", "redis", "storage"}
+    for service, c in containers.items():
+        hc = c["HostConfig"]
+        assert hc["CapDrop"] == ["ALL"], service
+        assert "no-new-privileges:true" in hc["SecurityOpt"], service
+        assert hc["ReadonlyRootfs"] is True, service
+        assert hc["Init"] is True, service
+        assert 16 <= hc["PidsLimit"] <= 128, service
+        caps = POSTGRES_CAPS if service == "postgres" else []
+        assert sorted(hc["CapAdd"] or []) == caps, service
+    # Not root: the registry and storage as their images' users, Redis as its own uid:gid.
+    assert containers["redis"]["Config"]["User"] == "6379:6379"
+    for service in ("registry", "storage"):
+        assert containers[service]["Config"]["User"] not in ("", "root", "0"), service
+    # PostgreSQL's entrypoint starts as root and runs the server as postgres.
+    pid_user = host.check_output(
+        "docker exec %s-postgres-1 sh -c "
+        "'stat -c %%U /proc/$(head -1 /var/lib/postgresql/data/postmaster.pid)'",
+        PROJECT,
+    )
+    assert pid_user == "postgres"
+
+
+@pytest.mark.parametrize(
+    ("service", "command", "error"),
+    [
+        # No capability: even root in Caddy's container cannot change an owner or mount.
+        ("caddy", "chown 1 /data", "Operation not permitted"),
+        ("caddy", "mount -t tmpfs none /mnt", "permission denied"),
+        # A read-only root filesystem; /tmp (tmpfs) is writable but nothing runs from it.
+        ("caddy", "touch /usr/local/bin/evil", "Read-only file system"),
+        ("postgres", "mount -t tmpfs none /mnt", "permission denied"),
+        ("postgres", "cp /bin/true /tmp/t && /tmp/t", "Permission denied"),
+    ],
+)
+def test_containers_refuse_privileged_operations(host, service, command, error):
+    run = host.run("docker exec %s-%s-1 sh -c %s", PROJECT, service, command)
+    assert run.rc != 0, f"{service}: {command} succeeded"
+    assert error.lower() in (run.stdout + run.stderr).lower(), run.stderr
+
+
+def test_redis_refuses_clients_without_its_password(host):
+    run = host.run("docker exec %s-redis-1 redis-cli ping", PROJECT)
+    assert "NOAUTH" in run.stdout + run.stderr
+    # ... while the registry, which has it in REDIS_URL, reports Redis healthy.
+    assert get("/health").json()["services"]["redis"] == "ok"
+
+
 def test_secrets_never_reach_output(host):
     secrets = [
         host.file(f"/opt/prpm/secrets/{n}").content_string.strip()
-        for n in ("postgres_password", "jwt_secret", "storage_secret_key")
+        for n in ("postgres_password", "jwt_secret", "storage_secret_key", "redis_password")
     ]
     run = run_playbook("converge.yml", "-v")
     assert run.rc == 0, run.output[-3000:]
