@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import prpm_stack
 from prpm_stack import Failure, Host
@@ -47,6 +47,9 @@ LOCK = "/run/prpm-patch.lock"
 REBOOT_REQUIRED = "/run/reboot-required"
 BOOT = "/boot"
 BACKUP = "/usr/local/sbin/prpm-backup"
+# Seconds the host gets to go down after `systemctl reboot` before the run counts the reboot as
+# failed and starts the stack again (the shutdown ends this process long before).
+REBOOT_GRACE_SECONDS = 600
 APT_ENV = {
     "DEBIAN_FRONTEND": "noninteractive",
     "NEEDRESTART_MODE": "a",
@@ -248,12 +251,46 @@ def cmd_run(h: Patch, args: argparse.Namespace) -> int:
         prpm_stack.write_json(h.reboot_marker, {"since": time.time(), "reasons": reasons})
         log("stopping the stack, then rebooting: " + "; ".join(reasons))
         stack.stop()
-        prpm_stack.run(["systemctl", "reboot"])
-        return 0
+        try:
+            prpm_stack.run(["systemctl", "reboot"])
+            await_shutdown(REBOOT_GRACE_SECONDS)
+            raise Failure(
+                f"the host was still up {REBOOT_GRACE_SECONDS} s after `systemctl reboot`"
+            )
+        except Failure as exc:
+            reboot_failed(h, report, exc)
     report.update(result="ok", finished=now())
     prpm_stack.write_json(h.last_run, report)
     log("patch run ok" + (", reboot required but not done" if report["reboot"]["required"] else ""))
     return 0
+
+
+def await_shutdown(seconds: float) -> None:
+    """Return only if this process is still alive `seconds` after a reboot was asked for."""
+    time.sleep(seconds)
+
+
+def reboot_failed(h: Patch, report: dict[str, Any], exc: Failure) -> NoReturn:
+    """The stack was stopped for a reboot that did not happen: start it again, then fail."""
+    log(f"the reboot failed ({exc}): starting the stack again")
+    h.reboot_marker.unlink(missing_ok=True)
+    try:
+        h.stack.start(h.cfg["health_timeout"])
+    except Failure as start_exc:
+        log(f"starting the stack failed: {start_exc}")
+    health = h.stack.wait_healthy(h.cfg["health_timeout"])
+    error = f"reboot failed: {exc}; the stack was started again"
+    if not health["ok"]:
+        error += " but is unhealthy: " + prpm_stack.describe(health)
+    report.update(
+        result="failed",
+        rebooted=False,
+        error=error,
+        health_after_failed_reboot=health,
+        finished=now(),
+    )
+    prpm_stack.write_json(h.last_run, report)
+    raise Failure(error)
 
 
 def cmd_post_boot(h: Patch, args: argparse.Namespace) -> int:

@@ -124,7 +124,13 @@ def test_run_backs_up_upgrades_and_reboots_with_the_stack_stopped(
     monkeypatch.setattr(prpm_patch, "upgrade", lambda _cfg: {"upgraded": PLAN, "reboot": reboot})
     fake.on("ps", out=ps_rows(healthy_rows(patch.contract)))
     patch.cfg["backup"] = True
-    assert prpm_patch.cmd_run(patch, argparse.Namespace(no_reboot=False)) == 0
+
+    def shutdown(_seconds: float) -> None:
+        raise SystemExit(143)  # what the shutdown does to this process: SIGTERM
+
+    monkeypatch.setattr(prpm_patch, "await_shutdown", shutdown)
+    with pytest.raises(SystemExit):
+        prpm_patch.cmd_run(patch, argparse.Namespace(no_reboot=False))
     assert fake.argvs() == [
         [*COMPOSE, "ps", "--all", "--format", "json"],
         [str(backup), "run"],
@@ -135,6 +141,43 @@ def test_run_backs_up_upgrades_and_reboots_with_the_stack_stopped(
     ]
     assert json.loads(patch.last_run.read_text(encoding="utf-8"))["result"] == "rebooting"
     assert json.loads(patch.reboot_marker.read_text(encoding="utf-8"))["reasons"] == ["kernel"]
+
+
+@pytest.mark.parametrize(
+    ("reboot_rc", "error"),
+    [
+        (1, r"reboot failed: systemctl exited 1; the stack was started again$"),
+        (0, r"reboot failed: the host was still up 0 s after `systemctl reboot`; the stack was"),
+    ],
+)
+def test_a_reboot_that_does_not_happen_starts_the_stack_again(
+    fake: FakeHost,
+    patch: prpm_patch.Patch,
+    monkeypatch: pytest.MonkeyPatch,
+    reboot_rc: int,
+    error: str,
+) -> None:
+    monkeypatch.setattr(Stack, "http_health", lambda _self: (True, "ok"))
+    reboot = {"required": True, "reasons": ["kernel"]}
+    monkeypatch.setattr(prpm_patch, "upgrade", lambda _cfg: {"upgraded": PLAN, "reboot": reboot})
+    monkeypatch.setattr(prpm_patch, "REBOOT_GRACE_SECONDS", 0)
+    fake.on("ps", out=ps_rows(healthy_rows(patch.contract)))
+    fake.on("systemctl", "reboot", out="Failed to reboot", rc=reboot_rc)
+    with pytest.raises(Failure, match=error):
+        prpm_patch.cmd_run(patch, argparse.Namespace(no_reboot=False))
+    argvs = fake.argvs()
+    up = [*COMPOSE, "up", "--detach", "--no-recreate", "--no-deps"]
+    at = argvs.index(["systemctl", "reboot"])
+    assert argvs[at - 1] == [*COMPOSE, "stop", "--timeout", "60", "postgres", "redis", "storage"]
+    assert argvs[at + 1 : at + 3] == [
+        [*up, "--wait", "--wait-timeout", "300", "postgres", "redis", "storage"],
+        [*up, "registry", "caddy"],
+    ]
+    last = json.loads(patch.last_run.read_text(encoding="utf-8"))
+    assert (last["result"], last["rebooted"]) == ("failed", False)
+    assert last["health_after_failed_reboot"]["ok"] is True
+    # No patch reboot is pending any more: the next boot's check has nothing to do.
+    assert not patch.reboot_marker.exists()
 
 
 def test_post_boot_starts_the_stack_and_records_the_outcome(
