@@ -172,14 +172,22 @@ def test_role_policy_is_the_backup_prefix_only(client):
     iam = client("iam")
     assume = iam.get_role(RoleName=NAME)["Role"]["AssumeRolePolicyDocument"]
     assert assume["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
-    attached = iam.list_attached_role_policies(RoleName=NAME)["AttachedPolicies"]
-    assert [p["PolicyArn"] for p in attached] == [
-        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-    ]
+    # No managed policy: AmazonSSMManagedInstanceCore would read every SSM parameter.
+    assert iam.list_attached_role_policies(RoleName=NAME)["AttachedPolicies"] == []
     assert sorted(iam.list_role_policies(RoleName=NAME)["PolicyNames"]) == [
         "backup-bucket",
         "packages-bucket",
+        "ssm-session-manager",
     ]
+    ssm = iam.get_role_policy(RoleName=NAME, PolicyName="ssm-session-manager")["PolicyDocument"]
+    (only,) = _statements(ssm)
+    assert set(only["Action"]) == {
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+    }
     doc = iam.get_role_policy(RoleName=NAME, PolicyName="backup-bucket")["PolicyDocument"]
     bucket = f"arn:aws:s3:::{BACKUPS}"
     resources, actions = set(), set()
