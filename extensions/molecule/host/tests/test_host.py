@@ -30,6 +30,8 @@ def test_sshd_effective_config_is_hardened(host):
     assert cfg["allowusers"] == ADMIN
     assert cfg["x11forwarding"] == "no"
     assert cfg["maxauthtries"] == "3"
+    assert cfg["maxsessions"] == "2"
+    assert cfg["tcpkeepalive"] == "no"
 
 
 def _connect(**kwargs) -> paramiko.SSHClient:
@@ -109,6 +111,47 @@ def test_sysctls_written(host):
     conf = host.file("/etc/sysctl.d/60-prpm-hobby.conf").content_string
     for line in ("vm.swappiness = 10", "vm.overcommit_memory = 1", "net.ipv4.ip_forward = 1"):
         assert line in conf
+
+
+def test_network_sysctls_live_in_the_hosts_namespace(host):
+    # A container host applies the network sysctls (its own namespace), not the kernel-global ones.
+    for key, value in (
+        ("net.ipv4.conf.all.log_martians", "1"),
+        ("net.ipv4.conf.default.log_martians", "1"),
+        ("net.ipv4.conf.all.rp_filter", "1"),
+        ("net.ipv4.conf.all.send_redirects", "0"),
+        ("net.ipv4.conf.default.accept_source_route", "0"),
+        ("net.ipv6.conf.default.accept_redirects", "0"),
+    ):
+        assert host.check_output(f"sysctl -n {key}") == value, key
+    conf = host.file("/etc/sysctl.d/60-prpm-hobby.conf").content_string
+    for line in ("kernel.unprivileged_bpf_disabled = 1", "fs.protected_fifos = 2"):
+        assert line in conf
+
+
+# --- Hardening (what Lynis checks) ---------------------------------------------------------------
+def test_kernel_modules_banners_accounting_and_umask(host):
+    disabled = host.file("/etc/modprobe.d/60-prpm-hobby-disabled.conf").content_string
+    for module in ("usb-storage", "firewire-core", "dccp", "sctp", "rds", "tipc"):
+        assert f"install {module} /bin/false" in disabled, module
+    for path in ("/etc/issue", "/etc/issue.net"):
+        assert host.file(path).content_string.startswith("Authorized access only."), path
+    assert 'ENABLED="true"' in host.file("/etc/default/sysstat").content_string
+    for package in ("libpam-tmpdir", "libpam-passwdqc", "debsums", "sysstat"):
+        assert host.package(package).is_installed, package
+    umask = [
+        line.split()
+        for line in host.file("/etc/login.defs").content_string.splitlines()
+        if line.startswith("UMASK")
+    ]
+    assert umask == [["UMASK", "027"]]
+    for path, mode in (
+        ("/etc/sudoers.d", 0o750),
+        ("/etc/cron.d", 0o700),
+        ("/etc/cron.daily", 0o700),
+        ("/etc/ssh/sshd_config", 0o600),
+    ):
+        assert host.file(path).mode == mode, path
 
 
 # --- Time and logs -------------------------------------------------------------------------------
@@ -271,6 +314,14 @@ def test_every_documented_tag_runs_alone():
         (
             {"docker_default_address_pools": [{"base": "172.31.128.0/17", "size": 24}]},
             "cuts the host off from the VPC DNS resolver",
+        ),
+        (
+            {"base_login_umask": "0999"},
+            'octal digits in quotes (e.g. "027"), got "0999"',
+        ),
+        (
+            {"base_disabled_kernel_modules": ["dccp", "sctp /bin/sh"]},
+            'must be module names (letters, digits, - and _): refused ["sctp /bin/sh"]',
         ),
     ],
 )
