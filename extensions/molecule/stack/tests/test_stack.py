@@ -152,7 +152,7 @@ def test_every_container_runs_with_least_privilege(host):
         assert hc["ReadonlyRootfs"] is True, service
         assert hc["Init"] is True, service
         assert 16 <= hc["PidsLimit"] <= 128, service
-        caps = POSTGRES_CAPS if service == "postgres" else []
+        caps = {"postgres": POSTGRES_CAPS, "caddy": ["NET_BIND_SERVICE"]}.get(service, [])
         assert sorted(hc["CapAdd"] or []) == caps, service
     # Not root: the registry and storage as their images' users, Redis as its own uid:gid.
     assert containers["redis"]["Config"]["User"] == "6379:6379"
@@ -170,7 +170,7 @@ def test_every_container_runs_with_least_privilege(host):
 @pytest.mark.parametrize(
     ("service", "command", "error"),
     [
-        # No capability: even root in Caddy's container cannot change an owner or mount.
+        # No capability but binding ports: root in Caddy's container cannot chown or mount.
         ("caddy", "chown 1 /data", "Operation not permitted"),
         ("caddy", "mount -t tmpfs none /mnt", "permission denied"),
         # A read-only root filesystem; /tmp (tmpfs) is writable but nothing runs from it.
@@ -256,6 +256,21 @@ def test_check_diff_on_the_converged_host_reports_no_change():
     run = run_playbook("converge.yml", "--check", "--diff")
     assert run.rc == 0, run.output[-3000:]
     assert run.changed() == 0, run.output[-3000:]
+
+
+def test_check_diff_works_before_a_new_secret_exists(host):
+    """A host converged by a version without the Redis password: --check --diff previews the
+    upgrade (the secret would be generated; nothing is written, nothing secret is shown)."""
+    path = "/opt/prpm/secrets/redis_password"
+    host.run_expect([0], f"mv {path} {path}.aside")
+    try:
+        run = run_playbook("converge.yml", "--check", "--diff")
+        assert run.rc == 0, run.output[-3000:]
+        assert run.changed() > 0
+        assert not host.file(path).exists
+    finally:
+        host.run_expect([0], f"mv {path}.aside {path}")
+    assert host.file(path).content_string.strip() not in run.output
 
 
 def _deployed(host) -> dict:
