@@ -47,6 +47,8 @@ def _capabilities() -> list[str]:
 def _packages() -> list[str]:
     """The packages the roles install, read from their variables."""
     base = ["openssh-server", "sudo", "nftables", "tzdata", "util-linux", "chrony"]
+    base_defaults = yaml.safe_load((ROOT / "roles" / "base" / "defaults" / "main.yml").read_text())
+    base += base_defaults["base_hardening_packages"]
     docker_vars = yaml.safe_load((ROOT / "roles" / "docker" / "vars" / "main.yml").read_text())
     docker = docker_vars["__docker_packages"]
     if isinstance(docker, dict):
