@@ -12,6 +12,7 @@ import argparse
 import email.utils
 import gzip
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -92,6 +93,9 @@ def main() -> None:
     parser.add_argument("version")
     parser.add_argument("--reboot-required", action="store_true")
     args = parser.parse_args()
+    # A package and an apt repository need world-readable files whatever the session's umask
+    # (prpm.hobby.base sets 027 for login sessions, Ansible's become included).
+    os.umask(0o022)
     print(build(args.version, args.reboot_required))
     index()
 
