@@ -40,7 +40,12 @@ CONFIG = "/etc/prpm-backup/config.json"
 CONFIG_SPEC: dict[str, prpm_stack.Spec] = {
     "host_tag": str,
     "password_file": str,
-    "repositories": [{"name": str, "url": str, "env?": dict, "env_file?": prpm_stack.Text}],
+    # append_only: this host only adds to the repository (its credentials cannot delete there):
+    # it never forgets or prunes it unless the repository is named (`forget --repo NAME`, run by
+    # the controller's backup-prune playbook with another identity's credentials).
+    "repositories": [
+        {"name": str, "url": str, "env?": dict, "env_file?": prpm_stack.Text, "append_only?": bool}
+    ],
     # Files a backup holds besides the stack contract's backup_paths.
     "extra_paths": [str],
     "retention": {"hourly": int, "daily": int, "weekly": int, "monthly": int},
@@ -53,6 +58,8 @@ CONFIG_SPEC: dict[str, prpm_stack.Spec] = {
     "short_command_timeout_seconds?": int,
     # Seconds a run waits for another one to finish (see host_lock); absent: LOCK_WAIT.
     "lock_wait_seconds?": int,
+    # SNS topic ARN every failure is published to, besides the ping URLs ('' or absent: none).
+    "alert_sns_topic?": prpm_stack.Text,
 }
 STATE_DIR = "/var/lib/prpm-backup"
 DRILL_CONTAINER = "prpm-backup-drill"
@@ -372,8 +379,8 @@ class Repo:
     def __init__(self, spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
         self.name: str = spec["name"]
         self.timeouts = Timeouts.of(cfg)
+        self.append_only = bool(spec.get("append_only", False))
         self.env = dict(os.environ)
-        self.env.update(spec.get("env", {}))
         env_file = spec.get("env_file")
         if env_file and Path(env_file).exists():
             for raw in Path(env_file).read_text(encoding="utf-8").splitlines():
@@ -381,6 +388,8 @@ class Repo:
                 if line and not line.startswith("#") and "=" in line:
                     key, _eq, value = line.partition("=")
                     self.env[key] = value
+        # Given ones win over the file: the pruning identity's credentials over the host's keys.
+        self.env.update(spec.get("env", {}))
         self.env["RESTIC_REPOSITORY"] = spec["url"]
         self.env["RESTIC_PASSWORD_FILE"] = cfg["password_file"]
         self.env.setdefault("RESTIC_CACHE_DIR", RESTIC_CACHE)
@@ -479,7 +488,10 @@ def cmd_db(b: Backup, args: argparse.Namespace) -> None:
                 )
                 break
             log(f"[{repo.name}] rows changed during the dump (attempt {tries}); again")
-            repo.restic("forget", snap_id)
+            if repo.append_only:
+                log(f"[{repo.name}] snapshot {snap_id[:8]} stays (append-only): pruning forgets it")
+            else:
+                repo.restic("forget", snap_id)
         else:
             raise Failure(f"[{repo.name}] the database kept changing during three dumps")
         try:
@@ -492,6 +504,13 @@ def cmd_db(b: Backup, args: argparse.Namespace) -> None:
 
 def _forget_after_failure(repo: Repo, snap_id: str) -> None:
     """Forget a snapshot while another failure is reported: one that stays is said, not raised."""
+    if repo.append_only:
+        print(
+            f"{PROG}: database snapshot {snap_id} stays in the append-only repository "
+            f"{repo.name} (restores pick a database snapshot with its package files)",
+            file=sys.stderr,
+        )
+        return
     try:
         repo.restic("forget", snap_id)
     except Failure as exc:
@@ -514,6 +533,24 @@ def _backup_packages(b: Backup, repo: Repo, db_snap_id: str) -> None:
         "--tag", f"objects={objects}", path, long=True,
     )  # fmt: skip
     log(f"[{repo.name}] package files snapshot: {objects} objects in {path}")
+
+
+def db_snapshot(b: Backup, repo: Repo, ident: str) -> dict[str, Any]:
+    """The database snapshot to restore: `latest` is the newest one whose package files were
+    backed up too when the package files are on this host (an append-only repository keeps a
+    database snapshot whose package files failed; the host cannot forget it)."""
+    if ident != "latest" or not b.packages_path or not repo.append_only:
+        return repo.snapshot("db", ident)
+    with_files = {
+        tag[len("db=") :]
+        for snap in repo.snapshots("packages")
+        for tag in snap.get("tags") or []
+        if tag.startswith("db=")
+    }
+    complete = [s for s in repo.snapshots("db") if s["id"] in with_files]
+    if not complete:
+        raise Failure(f"[{repo.name}] no db snapshot with its package files in the repository")
+    return complete[-1]
 
 
 def _packages_snapshot(repo: Repo, db_snap: Mapping[str, Any]) -> dict[str, Any]:
@@ -556,6 +593,12 @@ def cmd_forget(b: Backup, args: argparse.Namespace) -> None:
     for key in ("hourly", "daily", "weekly", "monthly"):
         keep_args += [f"--keep-{key}", str(keep[key])]
     for repo in repos(b.cfg, args.repo):
+        if repo.append_only and args.repo != repo.name:
+            log(
+                f"[{repo.name}] append-only on this host: pruned with another identity "
+                f"(playbooks/backup-prune.yml runs forget --repo {repo.name})"
+            )
+            continue
         repo.restic(
             "forget", "--host", repo.host, "--group-by", "host,paths", *keep_args, "--prune",
             long=True,
@@ -621,7 +664,7 @@ def cmd_restore(b: Backup, args: argparse.Namespace) -> None:
 
     registry = b.contract["registry_service"]
     repo = repos(b.cfg, args.repo)[0]
-    snap = repo.snapshot("db", args.snapshot)
+    snap = db_snapshot(b, repo, args.snapshot)
     expected = recorded_counts(snap)
     path = b.packages_path
     # Found before anything stops: a database snapshot without its package files is refused.
@@ -716,7 +759,7 @@ def remove_drill_container(b: Backup) -> str:
 def cmd_drill(b: Backup, args: argparse.Namespace) -> None:
     repo = repos(b.cfg, args.repo)[0]
     started = time.monotonic()
-    snap = repo.snapshot("db", args.snapshot)
+    snap = db_snapshot(b, repo, args.snapshot)
     expected = recorded_counts(snap)
     # A container left by a drill that was killed (its name is taken, its volume holds a copy).
     leftover = remove_drill_container(b)
@@ -861,6 +904,49 @@ def _check_timeouts(cfg: Mapping[str, Any], path: str) -> None:
         raise Failure(f"the configuration {path} is not valid: 'lock_wait_seconds' must be >= 0")
 
 
+def publish_alert(topic_arn: str, subject: str, message: str) -> None:
+    """Publish a failure to an SNS topic (the AWS tier's alarms topic, whose e-mail subscribers
+    get it), with the credentials botocore finds (the instance role). Never fatal: a publish
+    that fails is said on stderr, the run has failed already."""
+    if not topic_arn:
+        return
+    try:
+        import botocore.session  # noqa: PLC0415 (python3-botocore, installed with a topic only)
+
+        region = topic_arn.split(":")[3]
+        client = botocore.session.get_session().create_client("sns", region_name=region)
+        client.publish(TopicArn=topic_arn, Subject=subject[:100], Message=message[:10000])
+    except Exception as exc:  # any failure to alert is said, not raised
+        print(redact(f"{PROG}: alert to {topic_arn} failed: {exc}"), file=sys.stderr, flush=True)
+
+
+CREDENTIAL_KEYS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+
+
+def given_credentials(cfg: dict[str, Any], args: argparse.Namespace, text: str) -> None:
+    """Put the credentials read from standard input into the environment of the one repository
+    `forget --repo NAME` names (never into a file, an argument or the output)."""
+    if args.command != "forget" or not args.repo:
+        raise Failure("--credentials-stdin goes with forget --repo NAME only")
+    try:
+        given = json.loads(text)
+    except ValueError:
+        raise Failure("--credentials-stdin: standard input is not a JSON object") from None
+    if not isinstance(given, dict) or not given:
+        raise Failure("--credentials-stdin: standard input is not a JSON object with credentials")
+    unknown = sorted(set(given) - CREDENTIAL_KEYS)
+    if unknown or not all(isinstance(v, str) and v for v in given.values()):
+        raise Failure(
+            "--credentials-stdin: only non-empty strings under "
+            f"{', '.join(sorted(CREDENTIAL_KEYS))} (got {', '.join(unknown) or 'an empty value'})"
+        )
+    for value in given.values():
+        keep_secret("credential", value)
+    for spec in cfg["repositories"]:
+        if spec["name"] == args.repo:
+            spec["env"] = {**spec.get("env", {}), **given}
+
+
 def execute(b: Backup, args: argparse.Namespace) -> tuple[int, str]:
     """Run the command: (0, '') or (exit status, what went wrong). Any exception is a failure;
     one that is not a Failure leaves its traceback on stderr."""
@@ -897,6 +983,12 @@ def main(
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--repo", help="only this repository (by name)")
     parser.add_argument("--snapshot", default="latest", help="restore/drill: snapshot id")
+    parser.add_argument(
+        "--credentials-stdin",
+        action="store_true",
+        help="forget --repo NAME: that repository's credentials as a JSON object on standard "
+        f"input (keys {', '.join(sorted(CREDENTIAL_KEYS))}), e.g. a pruning identity's",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = prpm_stack.load_config(config_path, CONFIG_SPEC)
@@ -904,6 +996,12 @@ def main(
     except Failure as exc:
         print(f"{PROG} {args.command} FAILED: {exc}", file=sys.stderr, flush=True)
         return FAILED
+    if args.credentials_stdin:
+        try:
+            given_credentials(cfg, args, sys.stdin.read())
+        except Failure as exc:
+            print(f"{PROG} {args.command} FAILED: {exc}", file=sys.stderr, flush=True)
+            return FAILED
     ping_url = cfg["ping_urls"].get(args.command) or ""
     for repo in cfg["repositories"]:
         for key, value in repo.get("env", {}).items():
@@ -913,6 +1011,12 @@ def main(
         why = redact(why)
         print(f"{PROG} {args.command} FAILED: {why}", file=sys.stderr, flush=True)
         prpm_stack.ping(ping_url, False, why, prog=PROG)
+        publish_alert(
+            cfg.get("alert_sns_topic", ""),
+            f"{PROG} {args.command} failed on {cfg['host_tag']}",
+            f"{PROG} {args.command} failed on {cfg['host_tag']}: {why}\n"
+            f"journalctl -u prpm-backup@{args.command} on the host says more.",
+        )
         return status
     prpm_stack.ping(ping_url, True, prog=PROG)
     return 0

@@ -108,15 +108,20 @@ def test_db_dumps_through_restic_then_backs_up_the_package_files(
     assert [limits[prpm_backup.describe(a)] for a in (dump, files, psql)] == [21600, 21600, 900]
 
 
-def test_db_dumps_again_when_rows_change_and_forgets_the_moving_snapshot(
-    fake: FakeHost, backup: prpm_backup.Backup
-) -> None:
+def dump_while_rows_change_once(fake: FakeHost, backup: prpm_backup.Backup) -> None:
+    """A database backup whose first dump sees the rows change: it dumps twice."""
     objects_in(Path(backup.packages_path), 1)
     counts = iter(["t\t1\n", "t\t2\n", "t\t2\n", "t\t2\n"])
     fake.on("psql", out=lambda _argv: next(counts))
     fake.on("--stdin-from-command", out='{"message_type":"summary","snapshot_id":"abc"}')
     prpm_backup.cmd_db(backup, args())
     assert len(fake.find("--stdin-from-command")) == 2
+
+
+def test_db_dumps_again_when_rows_change_and_forgets_the_moving_snapshot(
+    fake: FakeHost, backup: prpm_backup.Backup
+) -> None:
+    dump_while_rows_change_once(fake, backup)
     assert fake.find("forget") == [["restic", "--quiet", "forget", "abc"]]
 
 
@@ -326,3 +331,116 @@ def test_main_checks_its_config_and_pings(
     assert pings == [("https://hc/db", False, err.split("FAILED: ", 1)[1].strip())]
     assert prpm_backup.main(["check"], str(good), missing) == 0
     assert pings[-1] == ("", True, "")
+
+
+# --- append-only repositories (a host that may add to its S3 repository, not delete there) -----
+
+S3 = {"name": "s3", "url": "s3:https://s3.example/b/prpm", "append_only": True}
+
+
+def append_only(tmp_path: Path, contract: dict[str, Any]) -> prpm_backup.Backup:
+    contract["package_files"]["path"] = str(tmp_path / "volume")
+    path = write_json(tmp_path / "stack.json", contract)
+    return prpm_backup.Backup(config(repositories=[S3]), path, tmp_path / "state")
+
+
+def test_forget_leaves_an_append_only_repository_unless_it_is_named(
+    fake: FakeHost, tmp_path: Path
+) -> None:
+    local = {"name": "local", "url": "/var/backups/prpm/restic"}
+    run = prpm_backup.Backup(config(repositories=[local, S3]), tmp_path / "no-contract.json")
+    prpm_backup.cmd_forget(run, args())
+    (pruned,) = fake.find("forget")
+    assert next(e for _k, a, e in fake.calls if a == pruned)["RESTIC_REPOSITORY"] == local["url"]
+    prpm_backup.cmd_forget(run, args(repo="s3"))
+    assert len(fake.find("forget", "--prune")) == 2
+    assert fake.calls[-1][2]["RESTIC_REPOSITORY"] == S3["url"]
+
+
+def test_db_on_an_append_only_repository_never_forgets(
+    fake: FakeHost, tmp_path: Path, contract: dict[str, Any]
+) -> None:
+    backup = append_only(tmp_path, contract)
+    dump_while_rows_change_once(fake, backup)
+    # Package files missing: the run fails, the database snapshot stays (not forgotten).
+    fake.on("psql", out=COUNTS)
+    Path(backup.packages_path, "packages", "data", "object0").unlink()
+    Path(backup.packages_path, "packages", "data").rmdir()
+    Path(backup.packages_path, "packages").rmdir()
+    Path(backup.packages_path).rmdir()
+    with pytest.raises(Failure, match="package files directory"):
+        prpm_backup.cmd_db(backup, args())
+    assert fake.find("forget") == []
+
+
+def test_restore_of_an_append_only_repository_takes_the_newest_complete_snapshot(
+    fake: FakeHost, tmp_path: Path, contract: dict[str, Any]
+) -> None:
+    backup = append_only(tmp_path, contract)
+    snapshots(fake)
+    newer = {"id": "3333cccc" + "0" * 56, "short_id": "3333cccc", "time": "2025-01-01T04:00:00Z"}
+    newer["tags"] = ["db", "rows:public.packages=3"]
+    fake.on("snapshots", "db", out=json.dumps([{"id": DB_ID, "short_id": DB_ID[:8],
+            "time": "2025-01-01T03:00:00Z", "tags": ["db"]}, newer]))  # fmt: skip
+    assert prpm_backup.db_snapshot(backup, backup_repo(backup), "latest")["id"] == DB_ID
+    fake.on("snapshots", "packages", out="[]")
+    with pytest.raises(Failure, match="no db snapshot with its package files"):
+        prpm_backup.db_snapshot(backup, backup_repo(backup), "latest")
+
+
+def backup_repo(backup: prpm_backup.Backup) -> prpm_backup.Repo:
+    return prpm_backup.repos(backup.cfg)[0]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (["forget"], "{}", "goes with forget --repo NAME only"),
+        (["check", "--repo", "s3"], "{}", "goes with forget --repo NAME only"),
+        (["forget", "--repo", "s3"], "not json", "is not a JSON object"),
+        (["forget", "--repo", "s3"], "[1]", "not a JSON object with credentials"),
+        (["forget", "--repo", "s3"], '{"AWS_REGION": "x"}', "got AWS_REGION"),
+        (["forget", "--repo", "s3"], '{"AWS_ACCESS_KEY_ID": ""}', "got an empty value"),
+    ],
+)
+def test_credentials_on_stdin_are_refused_unless_well_formed(
+    fake: FakeHost,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: tuple[list[str], str, str],
+) -> None:
+    argv, stdin, message = case
+    cfg_path = write_json(tmp_path / "config.json", config(repositories=[S3]))
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(stdin))
+    rc = prpm_backup.main([*argv, "--credentials-stdin"], config_path=str(cfg_path))
+    assert rc == prpm_backup.FAILED
+    assert message in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_credentials_on_stdin_reach_the_named_repository_only_and_win_over_its_file(
+    fake: FakeHost,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env_file = tmp_path / "s3.env"
+    env_file.write_text("AWS_ACCESS_KEY_ID=host-key\nAWS_SECRET_ACCESS_KEY=host-secret\n")
+    local = {"name": "local", "url": "/var/backups/prpm/restic"}
+    s3 = dict(S3, env_file=str(env_file))
+    cfg_path = write_json(tmp_path / "config.json", config(repositories=[local, s3]))
+    creds = {"AWS_ACCESS_KEY_ID": "prune-key", "AWS_SECRET_ACCESS_KEY": "prune-secret-value",
+             "AWS_SESSION_TOKEN": "prune-session-token"}  # fmt: skip
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(json.dumps(creds)))
+    rc = prpm_backup.main(
+        ["forget", "--repo", "s3", "--credentials-stdin"],
+        config_path=str(cfg_path),
+        state_dir=str(tmp_path / "state"),
+    )
+    assert rc == 0
+    ((_kind, argv, env),) = fake.calls
+    assert "--prune" in argv and env["RESTIC_REPOSITORY"] == s3["url"]
+    assert {k: env[k] for k in creds} == creds
+    # Any output that carries them (a failure's message) has them taken out.
+    assert "prune-secret-value" not in prpm_backup.redact("restic said prune-secret-value")
+    assert "prune-session-token" not in prpm_backup.redact("restic said prune-session-token")

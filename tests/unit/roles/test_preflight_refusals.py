@@ -313,6 +313,11 @@ REFUSALS: dict[str, dict[str, tuple[Any, ...]]] = {
             BACKUPS,
             "both or neither S3 key",
         ),
+        "alert-topic-not-an-arn": (
+            {"backups_alert_sns_topic": "prpm-hobby-alarms\nExecStart=/bin/sh"},
+            BACKUPS,
+            "backups_alert_sns_topic empty or an SNS topic ARN",
+        ),
         "retention-without-monthly": (
             {"backups_retention": {"hourly": 24, "daily": 7, "weekly": 4}},
             BACKUPS,
@@ -346,7 +351,7 @@ REFUSALS: dict[str, dict[str, tuple[Any, ...]]] = {
         "negative-lock-wait": (
             {"backups_lock_wait_seconds": -1},
             BACKUPS,
-            "and backups_lock_wait_seconds of at least 0. Nothing was changed.",
+            "backups_lock_wait_seconds of at least 0,",
         ),
     },
     "patching": {

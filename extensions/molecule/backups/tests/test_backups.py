@@ -13,11 +13,14 @@ import uuid
 from pathlib import Path
 
 import boto3
+import jinja2
 import pytest
 import requests
 import urllib3
+from ansible_recap import ansible_playbook
 from conftest import HTTPS_PORT, run_playbook
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto_iam import iam_enforced, trust_the_account_root
 
 urllib3.disable_warnings()
 BASE = f"https://localhost:{HTTPS_PORT}"
@@ -257,50 +260,208 @@ def test_drill_fails_on_a_corrupted_repository(host):
     assert _backup_cli(host, "check").rc == 0
 
 
+ROOT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+BUCKET = "prpm-backups-test"
+ACCOUNT = "123456789012"  # moto's
+PRUNE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/prpm-hobby-backup-prune"
+
+
+def _policy(template: str) -> str:
+    """A policy of prpm.hobby.aws_host, rendered for the test bucket: the one the AWS tier gives
+    the host (role-policy) or the controller's prune role (prune-policy)."""
+    text = (ROOT / "roles" / "aws_host" / "templates" / template).read_text()
+    return jinja2.Template(text).render(__aws_host_bucket=BUCKET, aws_host_backup_prefix="prpm/")
+
+
 @pytest.fixture(scope="module")
 def moto_s3(host):
-    """moto in server mode on this machine, reachable from the instance through its gateway."""
+    """moto in server mode on this machine, reachable from the instance through its gateway:
+    the AWS tier's backup bucket (Object Lock) with its two identities, the host's (an IAM user
+    with the instance role's policy) and the prune role, which a controller user may assume."""
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", 0))  # noqa: S104 (the instance must reach it)
         port = sock.getsockname()[1]
     server = ThreadedMotoServer(ip_address="0.0.0.0", port=port, verbose=False)  # noqa: S104
     server.start()
+    trust_the_account_root()
     gateway = host.check_output("ip route show default").split()[2]
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 (moto)
+    admin = {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    s3, iam = boto3.client("s3", **admin), boto3.client("iam", **admin)
+    s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(
+        Bucket=BUCKET,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+        },
     )
-    s3.create_bucket(Bucket="prpm-backups-test")
-    yield s3, f"s3:http://{gateway}:{port}/prpm-backups-test/prpm"
+    iam.create_user(UserName="prpm-host")
+    iam.put_user_policy(
+        UserName="prpm-host",
+        PolicyName="backup-bucket",
+        PolicyDocument=_policy("role-policy.json.j2"),
+    )
+    trust = (ROOT / "roles/aws_host/templates/prune-trust-policy.json.j2").read_text()
+    iam.create_role(
+        RoleName="prpm-hobby-backup-prune",
+        AssumeRolePolicyDocument=jinja2.Template(trust).render(
+            __aws_host_caller={"account": ACCOUNT}
+        ),
+    )
+    iam.put_role_policy(
+        RoleName="prpm-hobby-backup-prune",
+        PolicyName="backup-prune",
+        PolicyDocument=_policy("prune-policy.json.j2"),
+    )
+    iam.create_user(UserName="controller")
+    iam.put_user_policy(
+        UserName="controller",
+        PolicyName="assume-prune",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": PRUNE_ROLE}
+                ],
+            }
+        ),
+    )
+    keys = {
+        user: iam.create_access_key(UserName=user)["AccessKey"]
+        for user in ("prpm-host", "controller")
+    }
+    yield s3, f"s3:http://{gateway}:{port}/{BUCKET}/prpm", keys, admin["endpoint_url"]
     server.stop()
 
 
-def test_s3_repository_backs_up_off_host_and_drills(host, moto_s3):
-    s3, url = moto_s3
+def _s3_snapshots(host, url: str, tag: str) -> list[dict]:
+    """Snapshots of the S3 repository, read on the host with its own credentials."""
+    cmd = host.run(
+        "set -a && . /etc/prpm-backup/s3.env && "
+        f"RESTIC_PASSWORD_FILE=/etc/prpm-backup/restic-password restic -r {url} "
+        f"snapshots --json --tag {tag}"
+    )
+    assert cmd.rc == 0, cmd.stderr
+    return json.loads(cmd.stdout or "[]")
+
+
+def test_s3_repository_is_append_only_for_the_host_and_pruned_from_the_controller(host, moto_s3):
+    """The AWS tier's backups, end to end with restic, with moto enforcing each identity's
+    policy: the host backs up and drills with its own, never prunes; the controller's
+    backup-prune playbook prunes with the prune role's; Object Lock keeps what was pruned."""
+    s3, url, keys, endpoint = moto_s3
+    host_key = keys["prpm-host"]
+    with iam_enforced():
+        run = run_playbook(
+            "s3.yml",
+            extra_vars={
+                "backups_s3_repository": url,
+                "backups_s3_access_key_id": host_key["AccessKeyId"],
+                "backups_s3_secret_access_key": host_key["SecretAccessKey"],
+                "backups_s3_append_only": True,
+            },
+        )
+        assert run.rc == 0, run.output
+        assert host_key["SecretAccessKey"] not in run.output
+        assert host.file("/etc/prpm-backup/s3.env").mode == 0o600
+        # Four database snapshots within minutes, so the retention forgets one whatever the
+        # hour: restic keeps the newest of each hour and the oldest one.
+        for attempt in range(4):
+            result = _backup_cli(host, "db", "--repo", "s3")
+            assert result.rc == 0, (attempt, result.stderr)
+        drill = _backup_cli(host, "drill", "--repo", "s3")
+        assert drill.rc == 0, drill.stderr
+        assert '"rto_seconds"' in drill.stdout
+        # The daily retention leaves the S3 repository alone.
+        forget = _backup_cli(host, "forget")
+        assert forget.rc == 0, forget.stderr
+        assert "[s3] append-only on this host" in forget.stdout
+        before = _s3_snapshots(host, url, "db")
+        controller = keys["controller"]
+        inventory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "prpm-hosts.yml"
+        name = f"prpm-{os.environ['MOLECULE_SCENARIO_NAME']}"
+        inventory.write_text(json.dumps({"prpm_hosts": {"hosts": {name: {}}}}))
+        prune = ansible_playbook(
+            [
+                "-i",
+                os.environ["MOLECULE_INVENTORY_FILE"],
+                "-i",
+                str(inventory),
+                str(ROOT / "playbooks" / "backup-prune.yml"),
+                "-e",
+                json.dumps({"prpm_backup_prune_role": PRUNE_ROLE, "backups_s3_repository": url}),
+            ],
+            env={
+                "AWS_URL": endpoint,
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": controller["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": controller["SecretAccessKey"],
+                "AWS_REGION": "us-east-1",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            },
+        )
+        assert prune.rc == 0, prune.output
+        assert "[s3] retention applied and pruned" in prune.output
+        # Neither the assumed role's credentials nor the host's stdin is shown.
+        assert controller["SecretAccessKey"] not in prune.output
+        for word in ("secret_key", "session_token", "AWS_SECRET_ACCESS_KEY"):
+            assert word not in prune.output
+        after = _s3_snapshots(host, url, "db")
+        assert len(after) < len(before), prune.output
+        assert before[-1]["id"] in {snap["id"] for snap in after}
+        assert _backup_cli(host, "drill", "--repo", "s3").rc == 0
+    # What the prune forgot is hidden behind delete markers; its versions are all still there.
+    forgotten = {snap["id"] for snap in before} - {snap["id"] for snap in after}
+    listing = s3.list_object_versions(Bucket=BUCKET, Prefix="prpm/snapshots/")
+    kept = {v["Key"].rsplit("/", 1)[1] for v in listing["Versions"]}
+    hidden = {m["Key"].rsplit("/", 1)[1] for m in listing.get("DeleteMarkers", [])}
+    assert forgotten <= kept and forgotten <= hidden
+
+
+def test_a_failure_is_published_to_the_alarms_topic_from_the_host(host, moto_s3):
+    """The AWS tier's alerts path on the real host: Debian's botocore publishes a failure to the
+    topic (pointed at moto through the command's environment only), a queue subscribed to it
+    receives it."""
+    _s3, url, keys, endpoint = moto_s3
+    host_endpoint = url[len("s3:") :].rsplit(f"/{BUCKET}/", 1)[0]
+    admin = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    sns, sqs = boto3.client("sns", **admin), boto3.client("sqs", **admin)
+    topic = sns.create_topic(Name="prpm-hobby-alarms")["TopicArn"]
+    queue = sqs.create_queue(QueueName="alert-mails")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"])
     run = run_playbook(
         "s3.yml",
         extra_vars={
             "backups_s3_repository": url,
-            "backups_s3_access_key_id": "testing",
-            "backups_s3_secret_access_key": "s3-secret-never-printed",
+            "backups_s3_access_key_id": keys["prpm-host"]["AccessKeyId"],
+            "backups_s3_secret_access_key": keys["prpm-host"]["SecretAccessKey"],
+            "backups_s3_append_only": True,
+            "backups_alert_sns_topic": topic,
         },
     )
     assert run.rc == 0, run.output
-    assert "s3-secret-never-printed" not in run.output
-    env = host.file("/etc/prpm-backup/s3.env")
-    assert env.mode == 0o600
-    result = _backup_cli(host, "db", "--repo", "s3")
-    assert result.rc == 0, result.stderr
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="prpm-backups-test")["Contents"]]
-    assert "prpm/config" in keys
-    assert any(k.startswith("prpm/snapshots/") for k in keys)
-    assert any(k.startswith("prpm/data/") for k in keys)
-    drill = _backup_cli(host, "drill", "--repo", "s3")
-    assert drill.rc == 0, drill.stderr
-    assert '"rto_seconds"' in drill.stdout
+    assert host.package("python3-botocore").is_installed
+    failed = host.run(
+        f"AWS_ENDPOINT_URL={host_endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+        "/usr/local/sbin/prpm-backup drill --repo s3 --snapshot 00000000"
+    )
+    assert failed.rc != 0
+    assert "alert to" not in failed.stderr, failed.stderr
+    got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=5).get("Messages", [])
+    (message,) = [json.loads(m["Body"]) for m in got]
+    assert message["Subject"] == "prpm-backup drill failed on prpm-backups"
+    assert "no db snapshot 00000000" in message["Message"]
 
 
 def test_secrets_never_reach_output(host):
