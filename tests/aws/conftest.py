@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import boto3
 import pytest
@@ -44,10 +45,20 @@ os.environ.update(
 from ansible_recap import PlaybookRun, ansible_playbook  # noqa: E402 (tools/, on sys.path)
 from moto.budgets.exceptions import DuplicateRecordException, NotFoundException  # noqa: E402
 from moto.budgets.responses import BudgetsResponse  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.amis import Ami  # noqa: E402
+from moto.iam.access_control import (  # noqa: E402
+    IAMPolicy,
+    IAMPolicyStatement,
+    IAMRequestBase,
+    PermissionResult,
+)
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer  # noqa: E402
+from moto.s3.models import FakeBucket  # noqa: E402
+from moto.s3.responses import S3Response  # noqa: E402
 from moto.ssm.models import Parameter, ssm_backends  # noqa: E402
+from moto_iam import iam_enforced, trust_the_account_root  # noqa: E402, F401 (for the tests)
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
@@ -91,6 +102,156 @@ def _delete_subscriber(self: BudgetsResponse) -> str:
 BudgetsResponse.describe_subscribers_for_notification = _describe_subscribers_for_notification
 BudgetsResponse.create_subscriber = _create_subscriber
 BudgetsResponse.delete_subscriber = _delete_subscriber
+
+
+# moto 5.2 answers GetObjectLockConfiguration with both Days and Years, one of them 0; S3 gives
+# the one that was set (the API reference: "Days or Years, not both"). As S3 does, on moto's
+# model, so that amazon.aws.s3_bucket reads back the retention it set and changes nothing.
+def _get_object_lock_configuration(self: S3Response):
+    enabled, mode, days, years = self.backend.get_object_lock_configuration(self.bucket_name)
+    config: dict = {"ObjectLockEnabled": "Enabled" if enabled else "Disabled"}
+    if mode:
+        retention = {"Mode": mode, **({"Days": days} if days else {"Years": years})}
+        config["Rule"] = {"DefaultRetention": retention}
+    self.data["Action"] = "GetObjectLockConfiguration"
+    return self.serialized(ActionResult({"ObjectLockConfiguration": config}))
+
+
+S3Response.get_object_lock_configuration = _get_object_lock_configuration
+
+
+# --- IAM enforcement --------------------------------------------------------------------------
+# moto can check each request against the signer's IAM policies (INITIAL_NO_AUTH_ACTION_COUNT).
+# It names some actions by API operation where AWS authorizes them under another IAM action
+# (the Service Authorization Reference): these are translated before moto's own check. moto
+# knows the resource of S3 and IAM requests only; for the others it passes "*", which is taken
+# to match a statement's resource here (their scoping is read from the policy documents, not
+# enforced), and it does not evaluate conditions.
+_S3_BUCKET_ACTIONS = {
+    "GET": {
+        "accelerate": "GetAccelerateConfiguration",
+        "acl": "GetBucketAcl",
+        "encryption": "GetEncryptionConfiguration",
+        "inventory": "GetInventoryConfiguration",
+        "lifecycle": "GetLifecycleConfiguration",
+        "location": "GetBucketLocation",
+        "object-lock": "GetBucketObjectLockConfiguration",
+        "ownershipControls": "GetBucketOwnershipControls",
+        "policy": "GetBucketPolicy",
+        "publicAccessBlock": "GetBucketPublicAccessBlock",
+        "requestPayment": "GetBucketRequestPayment",
+        "tagging": "GetBucketTagging",
+        "versioning": "GetBucketVersioning",
+        "versions": "ListBucketVersions",
+        "": "ListBucket",
+    },
+    "HEAD": {"": "ListBucket"},
+    "PUT": {
+        "acl": "PutBucketAcl",
+        "encryption": "PutEncryptionConfiguration",
+        "lifecycle": "PutLifecycleConfiguration",
+        "object-lock": "PutBucketObjectLockConfiguration",
+        "ownershipControls": "PutBucketOwnershipControls",
+        "policy": "PutBucketPolicy",
+        "publicAccessBlock": "PutBucketPublicAccessBlock",
+        "tagging": "PutBucketTagging",
+        "versioning": "PutBucketVersioning",
+        "": "CreateBucket",
+    },
+    "DELETE": {
+        "encryption": "PutEncryptionConfiguration",
+        "lifecycle": "PutLifecycleConfiguration",
+        "ownershipControls": "PutBucketOwnershipControls",
+        "policy": "DeleteBucketPolicy",
+        "publicAccessBlock": "PutBucketPublicAccessBlock",
+        "tagging": "PutBucketTagging",
+        "": "DeleteBucket",
+    },
+}
+_S3_OBJECT_ACTIONS = {
+    "GET": {"versionId": "GetObjectVersion", "": "GetObject"},
+    "HEAD": {"versionId": "GetObjectVersion", "": "GetObject"},
+    "PUT": {
+        "retention": "PutObjectRetention",
+        "legal-hold": "PutObjectLegalHold",
+        "tagging": "PutObjectTagging",
+        "acl": "PutObjectAcl",
+        "": "PutObject",
+    },
+    "DELETE": {
+        "versionId": "DeleteObjectVersion",
+        "uploadId": "AbortMultipartUpload",
+        "": "DeleteObject",
+    },
+    "POST": {"uploads": "PutObject", "uploadId": "PutObject", "": "PutObject"},
+}
+_BUDGETS_VIEW = {"DescribeBudget", "DescribeBudgets", "DescribeNotificationsForBudget",
+                 "DescribeSubscribersForNotification"}  # fmt: skip
+
+
+def iam_actions(request: IAMRequestBase) -> list[str]:
+    """The IAM actions AWS authorizes a request under (moto's name where they agree)."""
+    service, _colon, action = request._action.partition(":")
+    method, path, body = request._method, request._path, request._body or b""
+    headers = {k.lower(): v for k, v in request._headers.items()}
+    if service == "s3":
+        url = urlparse(path)
+        query = parse_qs(url.query, keep_blank_values=True)
+        bucket, _slash, key = url.path.lstrip("/").partition("/")
+        if not bucket:
+            return ["s3:ListAllMyBuckets"]
+        if method == "POST" and "delete" in query:  # DeleteObjects: each key, each version
+            return ["s3:DeleteObjectVersion" if b"<VersionId>" in body else "s3:DeleteObject"]
+        table = (_S3_OBJECT_ACTIONS if key else _S3_BUCKET_ACTIONS).get(method, {})
+        name = next((v for k, v in table.items() if k and k in query), table.get("", action))
+        found = [f"s3:{name}"]
+        if headers.get("x-amz-bypass-governance-retention", "").lower() == "true":
+            found.append("s3:BypassGovernanceRetention")
+        return found
+    if service == "monitoring":
+        return [f"cloudwatch:{action}"]
+    if service == "budgets":
+        return ["budgets:ViewBudget" if action in _BUDGETS_VIEW else "budgets:ModifyBudget"]
+    return [f"{service}:{action}"]
+
+
+def _check_iam_actions(check):
+    def checked(self: IAMRequestBase, resource: str) -> None:
+        for name in iam_actions(self):
+            self._action = name
+            check(self, resource)
+
+    return checked
+
+
+def _unknown_resource_matches(match):
+    def matches(self: IAMPolicyStatement, element: str, value: str) -> bool:
+        return (element == "Resource" and value == "*") or match(self, element, value)
+
+    return matches
+
+
+_TLS_ONLY = {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def _bucket_permission_over_tls(self: FakeBucket, action: str, resource: str):
+    """moto checks a bucket's policy on object requests without the request's context, so the
+    buckets' TLS-only Deny (aws:SecureTransport false) refuses every request to this plain-HTTP
+    moto; the clients on AWS use HTTPS. Here it is left out of that check (the statement itself
+    is read back by test_bucket_is_private_encrypted_versioned_tls_only)."""
+    if self.policy is None:
+        return PermissionResult.NEUTRAL
+    document = json.loads(self.policy.decode())
+    document["Statement"] = [s for s in document["Statement"] if s.get("Condition") != _TLS_ONLY]
+    return IAMPolicy(json.dumps(document)).is_action_permitted(action, resource)
+
+
+FakeBucket.get_permission = _bucket_permission_over_tls
+IAMRequestBase.check_action_permitted = _check_iam_actions(IAMRequestBase.check_action_permitted)
+IAMPolicyStatement._check_element_matches = _unknown_resource_matches(
+    IAMPolicyStatement._check_element_matches
+)
+trust_the_account_root()
 
 
 def _free_port() -> int:

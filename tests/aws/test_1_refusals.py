@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from botocore.exceptions import ClientError
 
 
 def _inventory(client) -> dict:
@@ -53,6 +54,10 @@ CASES = {
     "missing key": (
         {"aws_host_ssh_public_key_file": "/nonexistent/id_ed25519.pub"},
         "No SSH public key at aws_host_ssh_public_key_file=/nonexistent/id_ed25519.pub",
+    ),
+    "object lock longer than the version expiry": (
+        {"aws_host_backup_lock_days": 60, "aws_host_backup_noncurrent_days": 30},
+        "aws_host_backup_lock_days=60 must be between 0 (Object Lock off) and",
     ),
     "budget too low": (
         {"aws_host_monthly_budget_usd": 5},
@@ -112,3 +117,23 @@ def test_ssh_from_anywhere_needs_the_override_only(playbook):
     )
     assert "opens SSH to the whole Internet" not in run.output
     assert "aws_host : Read the account" in run.output, run.output
+
+
+def test_an_unlocked_backup_bucket_stops_the_run_before_anything_else(playbook, client):
+    """A backup bucket from before Object Lock: provisioning says how to lock it and changes
+    nothing else (the buckets come first)."""
+    s3 = client("s3")
+    bucket = "prpm-hobby-backups-123456789012-us-east-1"
+    s3.create_bucket(Bucket=bucket)
+    try:
+        before = _inventory(client)
+        run = playbook("provision.yml")
+        assert run.rc != 0, run.output
+        flat = " ".join(run.output.split())
+        assert f"The backup bucket {bucket} exists without S3 Object Lock" in flat, run.output
+        assert "put-object-lock-configuration" in flat
+        assert _inventory(client) == before
+        with pytest.raises(ClientError):
+            s3.get_object_lock_configuration(Bucket=bucket)
+    finally:
+        s3.delete_bucket(Bucket=bucket)

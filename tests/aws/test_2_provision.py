@@ -7,10 +7,13 @@ import json
 import os
 import re
 import subprocess
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
+import boto3
 import pytest
-from conftest import REGION, ROOT, seed_image
+from botocore.exceptions import ClientError
+from conftest import ACCOUNT, REGION, ROOT, iam_enforced, seed_image
 
 NAME = "prpm-hobby"
 LIVE = ["pending", "running", "stopping", "stopped"]
@@ -91,7 +94,9 @@ def test_exactly_one_instance_of_the_configured_type(instance, ec2):
     assert {t["Key"]: t["Value"] for t in instance["Tags"]} == {
         "Name": NAME,
         "Project": NAME,
+        "AlertsTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{NAME}-alarms",
         "BackupBucket": BACKUPS,
+        "BackupPruneRole": f"arn:aws:iam::{ACCOUNT}:role/{NAME}-backup-prune",
         "PackagesBucket": PACKAGES,
     }
 
@@ -175,6 +180,7 @@ def test_role_policy_is_the_backup_prefix_only(client):
     # No managed policy: AmazonSSMManagedInstanceCore would read every SSM parameter.
     assert iam.list_attached_role_policies(RoleName=NAME)["AttachedPolicies"] == []
     assert sorted(iam.list_role_policies(RoleName=NAME)["PolicyNames"]) == [
+        "alerts-topic",
         "backup-bucket",
         "packages-bucket",
         "ssm-session-manager",
@@ -190,13 +196,27 @@ def test_role_policy_is_the_backup_prefix_only(client):
     }
     doc = iam.get_role_policy(RoleName=NAME, PolicyName="backup-bucket")["PolicyDocument"]
     bucket = f"arn:aws:s3:::{BACKUPS}"
-    resources, actions = set(), set()
-    for statement in doc["Statement"]:
-        assert statement["Effect"] == "Allow"
-        resources |= _as_set(statement["Resource"])
-        actions |= set(statement["Action"])
-    assert resources == {bucket, f"{bucket}/prpm/*"}
-    assert all(a.startswith("s3:") and "*" not in a for a in actions)
+    allowed = {
+        (frozenset(_as_set(st["Action"])), frozenset(_as_set(st["Resource"])))
+        for st in _statements(doc)
+        if st["Effect"] == "Allow"
+    }
+    # Add to the prefix, remove restic's lock files: no other delete.
+    assert allowed == {
+        (frozenset({"s3:ListBucket", "s3:GetBucketLocation"}), frozenset({bucket})),
+        (frozenset({"s3:GetObject", "s3:PutObject"}), frozenset({f"{bucket}/prpm/*"})),
+        (frozenset({"s3:DeleteObject"}), frozenset({f"{bucket}/prpm/locks/*"})),
+    }
+    (deny,) = [st for st in _statements(doc) if st["Effect"] == "Deny"]
+    assert {
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+        "s3:PutObjectRetention",
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:PutBucketVersioning",
+        "s3:PutLifecycleConfiguration",
+    } <= _as_set(deny["Action"])
+    assert _as_set(deny["Resource"]) == {bucket, f"{bucket}/*"}
     listing = next(s for s in doc["Statement"] if "s3:ListBucket" in s["Action"])
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["prpm/*"]}}
 
@@ -430,3 +450,115 @@ def test_pre_patch_snapshot_of_the_root_volume_with_retention(instance, playbook
     assert [s["SnapshotId"] for s in _pre_patch_snapshots(ec2)] == [newest]
     for snap in _pre_patch_snapshots(ec2):
         ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
+
+
+# --- backups a compromised host cannot erase ------------------------------------------------
+
+
+def _s3_as(client, moto, role: str):
+    """An S3 client with the credentials of one of the roles provisioning created."""
+    creds = client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}", RoleSessionName="test"
+    )["Credentials"]
+    return boto3.client(
+        "s3",
+        region_name=REGION,
+        endpoint_url=moto.url,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def _denied(call, *args, **kwargs) -> str:
+    with pytest.raises(ClientError) as caught:
+        call(*args, **kwargs)
+    return caught.value.response["Error"]["Code"]
+
+
+def test_backup_bucket_keeps_every_version_under_object_lock(provisioned, client):
+    lock = client("s3").get_object_lock_configuration(Bucket=BACKUPS)["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled"
+    assert lock["Rule"]["DefaultRetention"] == {"Mode": "GOVERNANCE", "Days": 30}
+    # The packages are the registry's to delete: no lock there.
+    assert _denied(client("s3").get_object_lock_configuration, Bucket=PACKAGES) == (
+        "ObjectLockConfigurationNotFoundError"
+    )
+
+
+def test_prune_role_is_for_the_controller_and_on_the_instance_tag(instance, client):
+    iam = client("iam")
+    role = iam.get_role(RoleName=f"{NAME}-backup-prune")["Role"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
+    assert role["MaxSessionDuration"] == 3600
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["BackupPruneRole"] == role["Arn"]
+
+
+def test_host_role_adds_snapshots_but_cannot_delete_or_rewrite_them(provisioned, client, moto):
+    admin = client("s3")
+    host = _s3_as(client, moto, NAME)
+    pruner = _s3_as(client, moto, f"{NAME}-backup-prune")
+    pack, lock = "prpm/data/ab/abcdef", "prpm/locks/0123"
+    with iam_enforced():
+        first = host.put_object(Bucket=BACKUPS, Key=pack, Body=b"snapshot data")["VersionId"]
+        host.put_object(Bucket=BACKUPS, Key=lock, Body=b"lock")
+        assert host.get_object(Bucket=BACKUPS, Key=pack)["Body"].read() == b"snapshot data"
+        host.delete_object(Bucket=BACKUPS, Key=lock)  # restic removes its own locks
+        # A compromised host: delete the pack, delete its version, write outside the prefix.
+        assert _denied(host.delete_object, Bucket=BACKUPS, Key=pack) == "AccessDenied"
+        assert (
+            _denied(host.delete_object, Bucket=BACKUPS, Key=pack, VersionId=first) == "AccessDenied"
+        )
+        assert _denied(host.put_object, Bucket=BACKUPS, Key="other/x", Body=b"") == "AccessDenied"
+        shorter = {"Mode": "GOVERNANCE", "RetainUntilDate": datetime.now(UTC) + timedelta(days=1)}
+        assert (
+            _denied(
+                host.put_object_retention,
+                Bucket=BACKUPS,
+                Key=pack,
+                VersionId=first,
+                Retention=shorter,
+                BypassGovernanceRetention=True,
+            )
+            == "AccessDenied"
+        )
+        # Rewriting the pack adds a version; the first one stays, locked.
+        host.put_object(Bucket=BACKUPS, Key=pack, Body=b"garbage")
+        # The prune role may hide it behind a delete marker, never delete a version.
+        marker = pruner.delete_object(Bucket=BACKUPS, Key=pack)
+        assert marker["DeleteMarker"] is True
+        assert (
+            _denied(pruner.delete_object, Bucket=BACKUPS, Key=pack, VersionId=first)
+            == "AccessDenied"
+        )
+    versions = admin.list_object_versions(Bucket=BACKUPS, Prefix=pack)["Versions"]
+    assert len(versions) == 2
+    kept = admin.get_object(Bucket=BACKUPS, Key=pack, VersionId=first)
+    assert kept["Body"].read() == b"snapshot data"
+    assert kept["ObjectLockMode"] == "GOVERNANCE"
+    assert kept["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=29)
+    # Even the account's own keys cannot delete a locked version without bypassing governance.
+    assert _denied(admin.delete_object, Bucket=BACKUPS, Key=pack, VersionId=first) == (
+        "AccessDenied"
+    )
+    # Leave the bucket empty for the teardown tests, bypassing governance as only an
+    # administrator may.
+    listing = admin.list_object_versions(Bucket=BACKUPS)
+    for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+        admin.delete_object(
+            Bucket=BACKUPS, Key=v["Key"], VersionId=v["VersionId"], BypassGovernanceRetention=True
+        )
+    assert "Versions" not in admin.list_object_versions(Bucket=BACKUPS)
+
+
+def test_host_role_publishes_to_the_alarms_topic_only(instance, client):
+    doc = client("iam").get_role_policy(RoleName=NAME, PolicyName="alerts-topic")["PolicyDocument"]
+    (only,) = _statements(doc)
+    assert (only["Effect"], _as_set(only["Action"])) == ("Allow", {"sns:Publish"})
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:{NAME}-alarms"
+    assert only["Resource"] == topic
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags["AlertsTopic"] == topic
+    assert topic in [t["TopicArn"] for t in client("sns").list_topics()["Topics"]]
