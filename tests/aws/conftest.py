@@ -58,7 +58,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer  # noqa: E4
 from moto.s3.models import FakeBucket  # noqa: E402
 from moto.s3.responses import S3Response  # noqa: E402
 from moto.ssm.models import Parameter, ssm_backends  # noqa: E402
-from moto_iam import iam_enforced, trust_the_account_root  # noqa: E402, F401 (for the tests)
+from moto_iam import trust_the_account_root  # noqa: E402
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 

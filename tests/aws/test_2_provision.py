@@ -13,7 +13,8 @@ from urllib.parse import parse_qs
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ACCOUNT, REGION, ROOT, iam_enforced, seed_image
+from conftest import ACCOUNT, REGION, ROOT, seed_image
+from moto_iam import iam_enforced
 
 NAME = "prpm-hobby"
 LIVE = ["pending", "running", "stopping", "stopped"]
@@ -496,7 +497,9 @@ def test_prune_role_is_for_the_controller_and_on_the_instance_tag(instance, clie
     assert tags["BackupPruneRole"] == role["Arn"]
 
 
-def test_host_role_adds_snapshots_but_cannot_delete_or_rewrite_them(provisioned, client, moto):
+def test_host_role_adds_snapshots_but_cannot_delete_them_and_a_rewrite_keeps_the_original(
+    provisioned, client, moto
+):
     admin = client("s3")
     host = _s3_as(client, moto, NAME)
     pruner = _s3_as(client, moto, f"{NAME}-backup-prune")

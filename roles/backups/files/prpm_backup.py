@@ -41,7 +41,7 @@ CONFIG_SPEC: dict[str, prpm_stack.Spec] = {
     "host_tag": str,
     "password_file": str,
     # append_only: this host only adds to the repository (its credentials cannot delete there):
-    # it never forgets or prunes it unless the repository is named (`forget --repo NAME`, run by
+    # it never forgets or prunes it with its own (`forget --repo NAME --credentials-stdin`, run by
     # the controller's backup-prune playbook with another identity's credentials).
     "repositories": [
         {"name": str, "url": str, "env?": dict, "env_file?": prpm_stack.Text, "append_only?": bool}
@@ -593,10 +593,11 @@ def cmd_forget(b: Backup, args: argparse.Namespace) -> None:
     for key in ("hourly", "daily", "weekly", "monthly"):
         keep_args += [f"--keep-{key}", str(keep[key])]
     for repo in repos(b.cfg, args.repo):
-        if repo.append_only and args.repo != repo.name:
+        # Only with another identity's credentials (on stdin): the host's own cannot delete there.
+        if repo.append_only and not getattr(args, "credentials_stdin", False):
             log(
                 f"[{repo.name}] append-only on this host: pruned with another identity "
-                f"(playbooks/backup-prune.yml runs forget --repo {repo.name})"
+                f"(playbooks/backup-prune.yml runs forget --repo {repo.name} --credentials-stdin)"
             )
             continue
         repo.restic(

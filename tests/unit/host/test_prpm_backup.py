@@ -344,7 +344,7 @@ def append_only(tmp_path: Path, contract: dict[str, Any]) -> prpm_backup.Backup:
     return prpm_backup.Backup(config(repositories=[S3]), path, tmp_path / "state")
 
 
-def test_forget_leaves_an_append_only_repository_unless_it_is_named(
+def test_forget_leaves_an_append_only_repository_unless_given_credentials(
     fake: FakeHost, tmp_path: Path
 ) -> None:
     local = {"name": "local", "url": "/var/backups/prpm/restic"}
@@ -352,7 +352,10 @@ def test_forget_leaves_an_append_only_repository_unless_it_is_named(
     prpm_backup.cmd_forget(run, args())
     (pruned,) = fake.find("forget")
     assert next(e for _k, a, e in fake.calls if a == pruned)["RESTIC_REPOSITORY"] == local["url"]
+    # Named, but with the host's own credentials: still left alone (they cannot delete there).
     prpm_backup.cmd_forget(run, args(repo="s3"))
+    assert len(fake.find("forget")) == 1
+    prpm_backup.cmd_forget(run, args(repo="s3", credentials_stdin=True))
     assert len(fake.find("forget", "--prune")) == 2
     assert fake.calls[-1][2]["RESTIC_REPOSITORY"] == S3["url"]
 
