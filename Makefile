@@ -77,9 +77,9 @@ down: setup docker ## Remove the local stand-in host and its volumes
 # printed at the end, and either failing fails the target.
 test: setup images lint unit ## Set up, then run every test
 	@mkdir -p .ansible && rm -f .ansible/test-summary.txt
-	@echo "== AWS tests on moto, beside molecule (log: .ansible/test-aws.log)"
+	@echo "== AWS tests on moto, beside molecule at a lower CPU priority (log: .ansible/test-aws.log)"
 	@set +e; \
-	$(MAKE) --no-print-directory aws > .ansible/test-aws.log 2>&1 & aws_pid=$$!; \
+	nice -n 10 $(MAKE) --no-print-directory aws > .ansible/test-aws.log 2>&1 & aws_pid=$$!; \
 	$(MAKE) --no-print-directory molecule; molecule_rc=$$?; \
 	wait $$aws_pid; aws_rc=$$?; \
 	echo "== AWS tests (ran beside molecule): exit $$aws_rc"; cat .ansible/test-aws.log; \
