@@ -149,9 +149,28 @@ def test_kernel_modules_banners_accounting_and_umask(host):
         ("/etc/sudoers.d", 0o750),
         ("/etc/cron.d", 0o700),
         ("/etc/cron.daily", 0o700),
+        ("/etc/cron.weekly", 0o700),
+        ("/etc/cron.monthly", 0o700),
         ("/etc/ssh/sshd_config", 0o600),
     ):
         assert host.file(path).mode == mode, path
+
+
+def test_login_sessions_dump_no_core_and_idle_shells_end(host, ssh_key):
+    """An SSH login shell of the admin: core size 0 (hard limit from pam_limits, so it cannot be
+    raised), TMOUT 900 and read-only; systemd-coredump keeps nothing."""
+    client = _connect(username=ADMIN, key_filename=str(ssh_key))
+    try:
+        command = "bash -lc 'ulimit -Hc; ulimit -c; echo $TMOUT; ulimit -c 1024; TMOUT=0' 2>&1"
+        out = client.exec_command(command)[1].read().decode()
+    finally:
+        client.close()
+    lines = out.splitlines()
+    assert lines[:3] == ["0", "0", "900"], out
+    assert "ulimit: core file size: cannot modify limit" in out, out
+    assert "TMOUT: readonly variable" in out, out
+    coredump = host.check_output("systemd-analyze cat-config systemd/coredump.conf")
+    assert "Storage=none" in coredump and "ProcessSizeMax=0" in coredump
 
 
 # --- Time and logs -------------------------------------------------------------------------------
