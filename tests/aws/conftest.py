@@ -48,6 +48,8 @@ from moto.budgets.responses import BudgetsResponse  # noqa: E402
 from moto.core.responses import ActionResult  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.models.amis import Ami  # noqa: E402
+from moto.ec2.responses.general import SAMPLE_CONSOLE_OUTPUT, General  # noqa: E402
+from moto.ec2.utils import Base64EncodedString  # noqa: E402
 from moto.iam.access_control import (  # noqa: E402
     IAMPolicy,
     IAMPolicyStatement,
@@ -247,6 +249,66 @@ def _bucket_permission_over_tls(self: FakeBucket, action: str, resource: str):
 
 
 FakeBucket.get_permission = _bucket_permission_over_tls
+
+
+# moto answers GetConsoleOutput with one fixed kernel log for every instance. On EC2, cloud-init
+# writes the host's SSH public keys there at the first boot (keys-to-console): that is emulated
+# here, with keys generated for each instance (CONSOLE_KEYS, instance ID -> known_hosts-style
+# "type base64" lines), so that provisioning can pin them. Instances in KEYLESS_CONSOLES show no
+# keys (an image that does not print them, or one still booting).
+CONSOLE_KEYS: dict[str, list[str]] = {}
+KEYLESS_CONSOLES: set[str] = set()
+
+
+def _generated_host_keys() -> list[str]:
+    keys = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("ecdsa", "ed25519"):
+            path = Path(tmp) / kind
+            subprocess.run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    kind,
+                    "-N",
+                    "",
+                    "-C",
+                    "root@ip-10-0-0-5",
+                    "-f",
+                    str(path),
+                ],
+                check=True,
+            )
+            keys.append(" ".join(path.with_suffix(".pub").read_text().split()[:2]))
+    return keys
+
+
+def _console_output(self: General) -> ActionResult:
+    instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+    text = SAMPLE_CONSOLE_OUTPUT
+    if instance.id not in KEYLESS_CONSOLES:
+        keys = CONSOLE_KEYS.setdefault(instance.id, _generated_host_keys())
+        text += (
+            "[   21.503817] cloud-init[790]: Cloud-init v. 25.1.4 running 'modules:final'\n"
+            "<14>Nov 27 21:00:03 cloud-init: ###########################################\n"
+            "<14>Nov 27 21:00:03 cloud-init: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+            "<14>Nov 27 21:00:03 cloud-init: 256 SHA256:n7Zr0kq root@ip-10-0-0-5 (ECDSA)\n"
+            "<14>Nov 27 21:00:03 cloud-init: -----END SSH HOST KEY FINGERPRINTS-----\n"
+            "-----BEGIN SSH HOST KEY KEYS-----\n"
+            + "".join(f"{key} root@ip-10-0-0-5\n" for key in keys)
+            + "-----END SSH HOST KEY KEYS-----\n"
+        )
+    return ActionResult(
+        {
+            "InstanceId": instance.id,
+            "Timestamp": datetime.now(UTC),
+            "Output": Base64EncodedString.from_raw_string(text),
+        }
+    )
+
+
+General.get_console_output = _console_output
 IAMRequestBase.check_action_permitted = _check_iam_actions(IAMRequestBase.check_action_permitted)
 IAMPolicyStatement._check_element_matches = _unknown_resource_matches(
     IAMPolicyStatement._check_element_matches
@@ -390,6 +452,7 @@ def settings(tmp_path_factory) -> Path:
         json.dumps(
             {
                 "aws_host_ssh_public_key_file": f"{key}.pub",
+                "aws_host_known_hosts_file": str(tmp / "known_hosts"),
                 "aws_host_admin_cidrs": ["198.51.100.7/32", "2001:db8:7::/48"],
                 "aws_host_alert_emails": ["ops@example.org"],
                 "registry_stack_domain": "registry.example.org",

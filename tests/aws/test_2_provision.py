@@ -8,12 +8,13 @@ import os
 import re
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ACCOUNT, REGION, ROOT, seed_image
+from conftest import ACCOUNT, CONSOLE_KEYS, KEYLESS_CONSOLES, REGION, ROOT, seed_image
 from moto_iam import iam_enforced
 
 NAME = "prpm-hobby"
@@ -80,7 +81,7 @@ def test_check_diff_on_the_provisioned_tier_reports_no_change(provisioned, playb
     assert run.changed() == 0, "\n\n".join(changed)
 
 
-@pytest.mark.parametrize("tag", ["aws_host_alerts", "aws_host_instance"])
+@pytest.mark.parametrize("tag", ["aws_host_alerts", "aws_host_instance", "aws_host_host_keys"])
 def test_each_part_runs_alone_by_its_tag(provisioned, playbook, tag):
     """A part finds what it needs of the others by name; on a provisioned host it changes
     nothing."""
@@ -88,6 +89,78 @@ def test_each_part_runs_alone_by_its_tag(provisioned, playbook, tag):
     assert run.rc == 0, run.output
     assert run.changed() == 0, run.output
     assert "aws_host : Read the account" in run.output  # discovery runs with every part
+
+
+def _known_hosts(settings) -> Path:
+    return Path(json.loads(settings.read_text())["aws_host_known_hosts_file"])
+
+
+def test_host_keys_from_the_console_are_pinned_for_the_address_and_name(instance, settings, moto):
+    """cloud-init's keys from the console output, for the Elastic IP and the registry's name,
+    found by ssh's own lookup; the inventory's hosts trust that file only, strictly."""
+    path, iid = _known_hosts(settings), instance["InstanceId"]
+    keys = CONSOLE_KEYS[iid]
+    names = f"{instance['PublicIpAddress']},registry.example.org"
+    pinned = [line for line in path.read_text().splitlines() if line.endswith(f" {iid}")]
+    assert sorted(pinned) == sorted(f"{names} {key} {iid}" for key in keys)
+    for name in (instance["PublicIpAddress"], "registry.example.org"):
+        found = subprocess.run(
+            ["ssh-keygen", "-F", name, "-f", str(path)], capture_output=True, text=True, check=False
+        )
+        assert found.returncode == 0, found.stderr
+        assert {key.split()[1] for key in keys} <= set(found.stdout.split())
+    proc = subprocess.run(
+        [
+            "ansible",
+            "-i",
+            str(ROOT / "inventories" / "aws"),
+            "prpm_hosts",
+            "-m",
+            "debug",
+            "-a",
+            "var=ansible_ssh_common_args",
+            "-e",
+            f"aws_host_known_hosts_file={path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **moto.env()},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    expected = f'-o UserKnownHostsFile="{path}" -o StrictHostKeyChecking=yes'
+    assert expected in " ".join(proc.stdout.split())  # YAML output may wrap the line
+
+
+def test_a_console_without_host_keys_stops_the_run_and_trusts_nothing(
+    provisioned, instance, playbook, settings
+):
+    """No keys in the console (yet): the run fails saying so and pins nothing; once they show,
+    the same run pins them."""
+    path, iid = _known_hosts(settings), instance["InstanceId"]
+    saved = path.read_text()
+    path.write_text("".join(f"{line}\n" for line in saved.splitlines() if iid not in line))
+    KEYLESS_CONSOLES.add(iid)
+    try:
+        run = playbook(
+            "provision.yml",
+            "-e",
+            provisioned[2],
+            "--tags",
+            "aws_host_host_keys",
+            "-e",
+            "aws_host_host_keys_timeout=2",
+        )
+    finally:
+        KEYLESS_CONSOLES.discard(iid)
+    assert run.rc != 0
+    assert f"No SSH host keys in the console output of {iid} after 2 s" in run.output
+    assert iid not in path.read_text()
+    again = playbook("provision.yml", "-e", provisioned[2], "--tags", "aws_host_host_keys")
+    assert again.rc == 0, again.output
+    assert again.changed() == 1
+    assert sorted(path.read_text().splitlines()) == sorted(saved.splitlines())
 
 
 def test_exactly_one_instance_of_the_configured_type(instance, ec2):

@@ -5,9 +5,11 @@ tagged left, idempotent."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
+from conftest import CONSOLE_KEYS
 
 NAME = "prpm-hobby"
 BUCKETS = [f"{NAME}-backups-123456789012-us-east-1", f"{NAME}-packages-123456789012-us-east-1"]
@@ -87,6 +89,13 @@ def kept(provisioned, playbook, client):
 def test_default_teardown_keeps_the_backup_and_packages_buckets(kept, client):
     assert _buckets(client) == BUCKETS
     assert "backup and packages buckets: kept" in kept[1].output
+
+
+def test_teardown_unpins_the_host_keys_of_the_host(kept, settings):
+    """Provisioning pinned the host's keys; after teardown its address may go to someone else."""
+    path = Path(json.loads(settings.read_text())["aws_host_known_hosts_file"])
+    assert kept[0]["InstanceId"] in CONSOLE_KEYS  # provisioning read them from the console
+    assert kept[0]["InstanceId"] not in path.read_text()
 
 
 @pytest.fixture(scope="module")
