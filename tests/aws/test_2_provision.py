@@ -568,6 +568,16 @@ def test_prune_role_is_for_the_controller_and_on_the_instance_tag(instance, clie
     assert role["MaxSessionDuration"] == 3600
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
     assert tags["BackupPruneRole"] == role["Arn"]
+    # The same explicit Deny as the host's role: no version erased, no lock, versioning,
+    # lifecycle or policy changed, the bucket not deleted.
+    prune = iam.get_role_policy(RoleName=role["RoleName"], PolicyName="backup-prune")
+    host = iam.get_role_policy(RoleName=NAME, PolicyName="backup-bucket")
+    (prune_deny,) = [s for s in _statements(prune["PolicyDocument"]) if s["Effect"] == "Deny"]
+    (host_deny,) = [s for s in _statements(host["PolicyDocument"]) if s["Effect"] == "Deny"]
+    assert _as_set(prune_deny["Action"]) == _as_set(host_deny["Action"])
+    assert {"s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:DeleteBucket"} <= _as_set(
+        prune_deny["Action"]
+    )
 
 
 def test_host_role_adds_snapshots_but_cannot_delete_them_and_a_rewrite_keeps_the_original(

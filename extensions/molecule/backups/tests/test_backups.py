@@ -17,6 +17,7 @@ import jinja2
 import pytest
 import requests
 import urllib3
+import yaml
 from ansible_recap import ansible_playbook
 from conftest import HTTPS_PORT, run_playbook
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -269,8 +270,17 @@ PRUNE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/prpm-hobby-backup-prune"
 def _policy(template: str) -> str:
     """A policy of prpm.hobby.aws_host, rendered for the test bucket: the one the AWS tier gives
     the host (role-policy) or the controller's prune role (prune-policy)."""
-    text = (ROOT / "roles" / "aws_host" / "templates" / template).read_text()
-    return jinja2.Template(text).render(__aws_host_bucket=BUCKET, aws_host_backup_prefix="prpm/")
+    role = ROOT / "roles" / "aws_host"
+    guard = yaml.safe_load((role / "vars" / "main.yml").read_text())[
+        "__aws_host_backup_history_guard"
+    ]
+    env = jinja2.Environment(autoescape=False)  # noqa: S701 (JSON, not HTML)
+    env.filters["to_json"] = json.dumps
+    return env.from_string((role / "templates" / template).read_text()).render(
+        __aws_host_bucket=BUCKET,
+        aws_host_backup_prefix="prpm/",
+        __aws_host_backup_history_guard=guard,
+    )
 
 
 @pytest.fixture(scope="module")
