@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import re
 import struct
 
@@ -34,19 +35,56 @@ _KEY = re.compile(
     r"(?:^|\s)(" + "|".join(map(re.escape, KEY_TYPES)) + r") ([A-Za-z0-9+/]+={0,3})(?=\s|$)"
 )
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+# Fields after the type in the SSH wire format of each public key type (RFC 4253, 5656, 8709).
+_FIELDS = {"ssh-ed25519": 1, "ssh-rsa": 2}
+
+
+def _wire_fields(raw: bytes) -> list[bytes] | None:
+    """The length-prefixed fields of a public key blob, or None when it does not split into
+    whole fields (a key cut short on the console)."""
+    fields, pos = [], 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            return None
+        (length,) = struct.unpack(">I", raw[pos : pos + 4])
+        pos += 4
+        if pos + length > len(raw):
+            return None
+        fields.append(raw[pos : pos + length])
+        pos += length
+    return fields
 
 
 def key_is_valid(key_type: str, blob: str) -> bool:
-    """The base64 blob decodes and names the same key type in its first field (SSH wire
-    format: a 4-byte length, then the type)."""
+    """The base64 blob decodes to a whole public key of that type: its first field names the
+    type and the rest is exactly the key material (ed25519: 32 bytes; ECDSA: the curve and a
+    point; RSA: exponent and modulus)."""
     try:
         raw = base64.b64decode(blob, validate=True)
     except (binascii.Error, ValueError):
         return False
-    if len(raw) < 4:
+    fields = _wire_fields(raw)
+    if not fields or fields[0] != key_type.encode():
         return False
-    (length,) = struct.unpack(">I", raw[:4])
-    return raw[4 : 4 + length] == key_type.encode() and len(raw) > 4 + length
+    if key_type == "ssh-ed25519":
+        return len(fields) == 2 and len(fields[1]) == 32
+    if key_type.startswith("ecdsa-sha2-"):
+        curve = key_type.removeprefix("ecdsa-sha2-").encode()
+        return len(fields) == 3 and fields[1] == curve and len(fields[2]) > 0
+    return len(fields) == 1 + _FIELDS.get(key_type, 0) and all(fields[1:])
+
+
+def name_is_valid(name: str) -> bool:
+    """A host name or an IP address, as known_hosts names hosts (no patterns, markers, hashes
+    or ports)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return bool(_HOST_NAME.match(name))
+    return True
 
 
 def fingerprint(blob: str) -> str:
@@ -85,12 +123,16 @@ def _fields(line: str) -> list[str]:
 
 
 def lines_of(text: str, instance_id: str) -> list[str]:
-    """The lines pinned for this instance (their comment is its ID)."""
-    return [
-        line
-        for line in text.splitlines()
-        if len(_fields(line)) >= 4 and _fields(line)[3] == instance_id
-    ]
+    """The lines pinned for this instance (their comment is its ID), each a whole valid key.
+    Comments and marked lines (@cert-authority, @revoked) are never this instance's."""
+    found = []
+    for line in text.splitlines():
+        fields = _fields(line)
+        if len(fields) < 4 or fields[3] != instance_id or line.lstrip()[:1] in ("#", "@"):
+            continue
+        if fields[1] in KEY_TYPES and key_is_valid(fields[1], fields[2]):
+            found.append(line)
+    return found
 
 
 def render(names: list[str], keys: list[tuple[str, str]], instance_id: str) -> list[str]:

@@ -85,6 +85,10 @@ keys:
     - type: ssh-ed25519
       key: AAAAC3Nza...
       fingerprint: "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+path:
+  description: The known_hosts file.
+  returned: always
+  type: str
 source:
   description: Where the keys came from - C(file) (pinned before) or C(console).
   returned: state=present
@@ -103,6 +107,7 @@ except ImportError:
     pass  # handled by AnsibleAWSModule
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.prpm.hobby.plugins.module_utils._host_keys import (
     fingerprint,
@@ -110,6 +115,7 @@ from ansible_collections.prpm.hobby.plugins.module_utils._host_keys import (
     keys_of_lines,
     lines_of,
     merged,
+    name_is_valid,
     names_of_lines,
     parse_console,
     render,
@@ -120,11 +126,11 @@ def _console(client, instance_id: str) -> str:
     """The console output; Latest (the newest, not the boot-time snapshot) where the instance
     type supports it (Nitro)."""
     try:
-        out = client.get_console_output(InstanceId=instance_id, Latest=True)
+        out = client.get_console_output(InstanceId=instance_id, Latest=True, aws_retry=True)
     except botocore.exceptions.ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "UnsupportedOperation":
             raise
-        out = client.get_console_output(InstanceId=instance_id)
+        out = client.get_console_output(InstanceId=instance_id, aws_retry=True)
     text = out.get("Output") or ""
     # The API gives the output base64-encoded; some endpoints hand it over decoded.
     try:
@@ -147,11 +153,9 @@ def _errors(p: dict) -> list[str]:
     errors = []
     if not instance_id_is_valid(p["instance_id"]):
         errors.append(f"instance_id {p['instance_id']!r} is not an EC2 instance ID (i-...)")
-    bad = [n for n in p["names"] if not n or any(c in n for c in " \t\n\r,#*?!")]
+    bad = [n for n in p["names"] if not name_is_valid(n)]
     if bad:
-        errors.append(
-            f"names must be host names or addresses, without spaces, commas or patterns: {bad}"
-        )
+        errors.append(f"names must be host names or IP addresses (no patterns or ports): {bad}")
     if p["state"] == "present" and not p["names"]:
         errors.append("names is empty: give the addresses and names the keys are pinned for")
     if p["timeout"] < 0 or p["poll_interval"] < 1:
@@ -162,7 +166,7 @@ def _errors(p: dict) -> list[str]:
 def _keys_from_console(module, instance_id: str, path: Path) -> list[tuple[str, str]]:
     """Reads the console until it shows the keys, or fails after the timeout."""
     p = module.params
-    client = module.client("ec2")
+    client = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff())
     deadline = time.monotonic() + p["timeout"]
     try:
         while True:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,28 +110,27 @@ def test_host_keys_from_the_console_are_pinned_for_the_address_and_name(instance
         )
         assert found.returncode == 0, found.stderr
         assert {key.split()[1] for key in keys} <= set(found.stdout.split())
-    proc = subprocess.run(
-        [
-            "ansible",
-            "-i",
-            str(ROOT / "inventories" / "aws"),
-            "prpm_hosts",
-            "-m",
-            "debug",
-            "-a",
-            "var=ansible_ssh_common_args",
-            "-e",
-            f"aws_host_known_hosts_file={path}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **moto.env()},
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    expected = f'-o UserKnownHostsFile="{path}" -o StrictHostKeyChecking=yes'
-    assert expected in " ".join(proc.stdout.split())  # YAML output may wrap the line
+    # The inventory's hosts trust that file only, strictly: with the settings' path, and with
+    # the inventory's own default (inventories/aws/known_hosts, absolute).
+    for extra, expected_path in (
+        (["-e", f"aws_host_known_hosts_file={path}"], str(path)),
+        ([], str(ROOT / "inventories" / "aws" / "known_hosts")),
+    ):
+        proc = subprocess.run(
+            ["ansible", "-i", str(ROOT / "inventories" / "aws"), "prpm_hosts", "-m", "debug",
+             "-a", "var=ansible_ssh_common_args", *extra],
+            capture_output=True, text=True, cwd=ROOT, check=False,
+            env={**os.environ, **moto.env(), "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        args = json.loads(proc.stdout.split("=>", 1)[1])["ansible_ssh_common_args"]
+        # The argv the ssh connection gets (it splits the string like a shell); ssh then reads
+        # the quoted value as one file even with spaces in it.
+        assert shlex.split(args) == [
+            "-o", f'UserKnownHostsFile="{expected_path}"',
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+        ]  # fmt: skip
 
 
 def test_a_console_without_host_keys_stops_the_run_and_trusts_nothing(
@@ -357,6 +357,8 @@ def test_bucket_is_private_encrypted_versioned_tls_only(
     assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {
         "NoncurrentDays": noncurrent_days
     }
+    # Delete markers whose versions have all expired go too (restic's lock files, pruned objects).
+    assert rules["expire-noncurrent-versions"]["Expiration"] == {"ExpiredObjectDeleteMarker": True}
     assert rules["abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"] == {
         "DaysAfterInitiation": 7
     }

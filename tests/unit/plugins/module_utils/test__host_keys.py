@@ -4,6 +4,7 @@ Keys are real ones from ssh-keygen; fingerprints are checked against ssh-keygen 
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ansible_collections.prpm.hobby.plugins.module_utils._host_keys import (
     key_is_valid,
     lines_of,
     merged,
+    name_is_valid,
     parse_console,
     render,
 )
@@ -123,3 +125,46 @@ def test_ssh_reads_the_rendered_lines(keys, tmp_path):
         assert {key[1] for key in keys} <= set(out.stdout.split())
     missing = subprocess.run(["ssh-keygen", "-F", "203.0.113.11", "-f", str(path)], check=False)
     assert missing.returncode != 0
+
+
+def test_a_key_cut_short_or_padded_is_not_a_key(keys):
+    """A console line cut short (or with bytes after the key) must not be pinned for good."""
+    for kind, blob in keys:
+        raw = base64.b64decode(blob)
+        assert key_is_valid(kind, blob)
+        assert not key_is_valid(kind, base64.b64encode(raw[:-1]).decode()), kind
+        assert not key_is_valid(kind, base64.b64encode(raw + b"\0").decode()), kind
+    assert not key_is_valid("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAA")
+
+
+def test_comments_markers_and_broken_lines_are_not_pinned_keys(keys):
+    kind, blob = keys[1]
+    text = "\n".join(
+        [
+            f"# pinned for {IID}",
+            f"@revoked 203.0.113.10 {kind} {blob} {IID}",
+            f"203.0.113.10 {kind} AAAAC3NzaC1lZDI1NTE5AAAA {IID}",
+            f"203.0.113.10 {kind} {blob} {IID}",
+        ]
+    )
+    assert lines_of(text, IID) == [f"203.0.113.10 {kind} {blob} {IID}"]
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("203.0.113.10", True),
+        ("2001:db8::5", True),
+        ("registry.example.org", True),
+        ("registry.example.org.", True),
+        ("@cert-authority", False),
+        ("|1|hash", False),
+        ("*.example.org", False),
+        ("[203.0.113.10]:2222", False),
+        ("a b", False),
+        ("", False),
+        ("-leading.example.org", False),
+    ],
+)
+def test_names_are_host_names_or_addresses(name, valid):
+    assert name_is_valid(name) is valid
