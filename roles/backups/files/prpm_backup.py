@@ -905,12 +905,12 @@ def _check_timeouts(cfg: Mapping[str, Any], path: str) -> None:
         raise Failure(f"the configuration {path} is not valid: 'lock_wait_seconds' must be >= 0")
 
 
-def publish_alert(topic_arn: str, subject: str, message: str) -> None:
-    """Publish a failure to an SNS topic (the AWS tier's alarms topic, whose e-mail subscribers
-    get it), with the credentials botocore finds (the instance role). Never fatal: a publish
-    that fails is said on stderr, the run has failed already."""
+def publish_alert(topic_arn: str, subject: str, message: str) -> bool:
+    """Publish to an SNS topic (the AWS tier's alarms topic, whose e-mail subscribers get it),
+    with the credentials botocore finds (the instance role); whether it was published. Never
+    fatal: a publish that fails is said on stderr."""
     if not topic_arn:
-        return
+        return False
     try:
         import botocore.session  # noqa: PLC0415 (python3-botocore, installed with a topic only)
 
@@ -919,6 +919,45 @@ def publish_alert(topic_arn: str, subject: str, message: str) -> None:
         client.publish(TopicArn=topic_arn, Subject=subject[:100], Message=message[:10000])
     except Exception as exc:  # any failure to alert is said, not raised
         print(redact(f"{PROG}: alert to {topic_arn} failed: {exc}"), file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+# Commands whose alert was sent and has not recovered yet: <state dir>/alerts/<command>.failed.
+ALERTS_DIR = "alerts"
+
+
+def alert(cfg: Mapping[str, Any], state_dir: str, command: str, why: str | None) -> None:
+    """One alert when a command turns bad (why: the reason) and one when it succeeds again
+    (why None), not one per failing run: an hourly backup failing for a day sends one e-mail,
+    not 24. A command's marker is written only once its alert was published, so an alert that
+    could not be sent is tried again by the next failing run."""
+    topic, host = cfg.get("alert_sns_topic", ""), cfg["host_tag"]
+    if not topic:
+        return
+    marker = Path(state_dir) / ALERTS_DIR / f"{command}.failed"
+    if why is None:
+        if marker.exists() and publish_alert(
+            topic,
+            f"{PROG} {command} recovered on {host}",
+            f"{PROG} {command} succeeded on {host} again. It had failed: {marker.read_text()}",
+        ):
+            marker.unlink()
+        return
+    if marker.exists():
+        log(f"{command} still failing: its alert went out already, the next one when it recovers")
+        return
+    if publish_alert(
+        topic,
+        f"{PROG} {command} failed on {host}",
+        f"{PROG} {command} failed on {host}: {why}\n"
+        f"journalctl -u prpm-backup@{command} on the host says more.",
+    ):
+        try:
+            marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            marker.write_text(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {why[:2000]}")
+        except OSError as exc:  # then the next failing run alerts again: better than silence
+            print(f"{PROG}: could not record the alert in {marker}: {exc}", file=sys.stderr)
 
 
 CREDENTIAL_KEYS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
@@ -956,7 +995,13 @@ def execute(b: Backup, args: argparse.Namespace) -> tuple[int, str]:
             lock = (
                 contextlib.nullcontext()
                 if args.command in UNLOCKED
-                else host_lock(b.lock_file, args.command, wait=b.lock_wait)
+                else host_lock(
+                    b.lock_file,
+                    args.command,
+                    wait=b.lock_wait
+                    if getattr(args, "lock_wait", None) is None
+                    else args.lock_wait,
+                )
             )
             with lock:
                 COMMANDS[args.command](b, args)
@@ -990,7 +1035,16 @@ def main(
         help="forget --repo NAME: that repository's credentials as a JSON object on standard "
         f"input (keys {', '.join(sorted(CREDENTIAL_KEYS))}), e.g. a pruning identity's",
     )
+    parser.add_argument(
+        "--lock-wait",
+        type=int,
+        metavar="SECONDS",
+        help="seconds to wait for another run's lock, instead of the configured lock_wait_seconds "
+        "(a prune with one-hour credentials must not spend them waiting)",
+    )
     args = parser.parse_args(argv)
+    if args.lock_wait is not None and args.lock_wait < 0:
+        parser.error("--lock-wait must be 0 or more seconds")
     try:
         cfg = prpm_stack.load_config(config_path, CONFIG_SPEC)
         _check_timeouts(cfg, config_path)
@@ -1012,14 +1066,10 @@ def main(
         why = redact(why)
         print(f"{PROG} {args.command} FAILED: {why}", file=sys.stderr, flush=True)
         prpm_stack.ping(ping_url, False, why, prog=PROG)
-        publish_alert(
-            cfg.get("alert_sns_topic", ""),
-            f"{PROG} {args.command} failed on {cfg['host_tag']}",
-            f"{PROG} {args.command} failed on {cfg['host_tag']}: {why}\n"
-            f"journalctl -u prpm-backup@{args.command} on the host says more.",
-        )
+        alert(cfg, state_dir, args.command, why)
         return status
     prpm_stack.ping(ping_url, True, prog=PROG)
+    alert(cfg, state_dir, args.command, None)
     return 0
 
 

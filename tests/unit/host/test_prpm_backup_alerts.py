@@ -99,3 +99,42 @@ def test_an_alert_that_cannot_be_sent_is_said_not_raised(
     )
     assert rc == prpm_backup.FAILED
     assert f"alert to {missing} failed" in capsys.readouterr().err
+
+
+def test_one_alert_per_failure_and_one_when_it_recovers(
+    fake: FakeHost, tmp_path: Path, topic: tuple[str, object, str]
+) -> None:
+    """An hourly command failing again and again alerts once; its first success after that
+    says it recovered, once."""
+    arn, sqs, queue = topic
+    cfg, state = str(_config(tmp_path, alert_sns_topic=arn)), str(tmp_path / "state")
+    fake.on("check", rc=1, out="Fatal: pack 1234 is damaged")
+    for _ in range(3):
+        assert prpm_backup.main(["check"], config_path=cfg, state_dir=state) == prpm_backup.FAILED
+    (failed,) = _received(sqs, queue)
+    assert failed["Subject"] == "prpm-backup check failed on host1"
+    reason = failed["Message"].split("failed on host1: ", 1)[1].splitlines()[0]
+    fake.on("check", rc=0)
+    for _ in range(2):
+        assert prpm_backup.main(["check"], config_path=cfg, state_dir=state) == 0
+    (recovered,) = _received(sqs, queue)
+    assert recovered["Subject"] == "prpm-backup check recovered on host1"
+    assert recovered["Message"].startswith("prpm-backup check succeeded on host1 again.")
+    assert recovered["Message"].endswith(f" UTC: {reason}")
+    fake.on("check", rc=1)
+    assert prpm_backup.main(["check"], config_path=cfg, state_dir=state) == prpm_backup.FAILED
+    assert [m["Subject"] for m in _received(sqs, queue)] == ["prpm-backup check failed on host1"]
+
+
+def test_an_alert_that_could_not_be_sent_is_sent_by_the_next_failure(
+    fake: FakeHost, tmp_path: Path, topic: tuple[str, object, str]
+) -> None:
+    arn, sqs, queue = topic
+    state = str(tmp_path / "state")
+    fake.on("check", rc=1)
+    missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic"
+    bad = str(_config(tmp_path, alert_sns_topic=missing))
+    assert prpm_backup.main(["check"], config_path=bad, state_dir=state) == prpm_backup.FAILED
+    good = str(_config(tmp_path, alert_sns_topic=arn))
+    assert prpm_backup.main(["check"], config_path=good, state_dir=state) == prpm_backup.FAILED
+    assert [m["Subject"] for m in _received(sqs, queue)] == ["prpm-backup check failed on host1"]

@@ -280,6 +280,23 @@ def test_a_negative_lock_wait_is_refused(fake: FakeHost, tmp_path: Path) -> None
     assert run_main(tmp_path, "db", cfg=config(lock_wait_seconds=-1)) == 1
 
 
+def test_lock_wait_on_the_command_line_wins_over_the_configuration(
+    fake: FakeHost, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The prune's one-hour credentials must not be spent waiting an hour for the lock."""
+    lock = tmp_path / "state" / "prpm-backup.lock"
+    lock.parent.mkdir()
+    with lock.open("wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        started = time.monotonic()
+        code = run_main(tmp_path, "forget", "--lock-wait", "1", cfg=config(lock_wait_seconds=3600))
+        assert code == prpm_backup.LOCKED_OUT
+        assert 0.9 < time.monotonic() - started < 10
+    assert "still after 1 s; this forget run did not start" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_main(tmp_path, "forget", "--lock-wait", "-1")
+
+
 # --- Every failure reported -------------------------------------------------------------------
 def test_an_unexpected_error_fails_logs_its_traceback_and_pings(
     fake: FakeHost,
