@@ -109,13 +109,13 @@ def test_one_alert_per_failure_and_one_when_it_recovers(
     arn, sqs, queue = topic
     cfg, state = str(_config(tmp_path, alert_sns_topic=arn)), str(tmp_path / "state")
     fake.on("check", rc=1, out="Fatal: pack 1234 is damaged")
-    for _ in range(3):
+    for _attempt in range(3):
         assert prpm_backup.main(["check"], config_path=cfg, state_dir=state) == prpm_backup.FAILED
     (failed,) = _received(sqs, queue)
     assert failed["Subject"] == "prpm-backup check failed on host1"
     reason = failed["Message"].split("failed on host1: ", 1)[1].splitlines()[0]
     fake.on("check", rc=0)
-    for _ in range(2):
+    for _attempt in range(2):
         assert prpm_backup.main(["check"], config_path=cfg, state_dir=state) == 0
     (recovered,) = _received(sqs, queue)
     assert recovered["Subject"] == "prpm-backup check recovered on host1"
