@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -56,11 +57,18 @@ def _started_at() -> str:
     ).stdout.strip()
 
 
-def _patch(tmp_path: Path, **extra):
-    """playbooks/patch.yml, as users run it, on the instance put in the prpm_hosts group."""
+def _groups(tmp_path: Path) -> Path:
+    """An inventory that puts the instance in prpm_hosts, as the playbooks expect."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     groups = tmp_path / "groups.yml"
     groups.write_text(yaml.safe_dump({"prpm_hosts": {"hosts": {INSTANCE: None}}}))
+    return groups
+
+
+def _patch(tmp_path: Path, **extra):
+    """playbooks/patch.yml, as users run it, on the instance put in the prpm_hosts group. The
+    image refresh is off unless asked (patch_refresh_images=True): the OS tests leave it out."""
+    groups = _groups(tmp_path)
     reports = tmp_path / "reports"
     run = run_playbook(
         str(PROJECT / "playbooks" / "patch.yml"),
@@ -70,7 +78,9 @@ def _patch(tmp_path: Path, **extra):
         f"@{PROJECT / 'extensions' / 'molecule' / '_shared' / 'stack-vars.yml'}",
         "-e",
         f"@{SCENARIO / 'vars.yml'}",
-        extra_vars={"patching_report_dir": str(reports), **extra},
+        # After the files, so that a test's variables win over theirs.
+        "-e",
+        json.dumps({"patching_report_dir": str(reports), "patch_refresh_images": False, **extra}),
     )
     report_file = reports / f"{INSTANCE}.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else None
@@ -280,3 +290,95 @@ def test_post_boot_check_reports_an_unhealthy_stack(host):
     assert last["result"] == "failed"
     assert not host.file("/var/lib/prpm-patch/reboot-pending.json").exists
     assert _healthy(host, wait=60)["ok"]
+
+
+# --- Images pinned by digest, refreshed in the patch window ------------------------------------
+# Redis comes from the registry on the host (prepare.yml); the tests move its tag to new images.
+REDIS = "127.0.0.1:5000/prpm-hobby/redis:8"
+
+
+def _push(host, dockerfile: str) -> str:
+    """Build an image from dockerfile (FROM, LABEL, ENTRYPOINT: nothing runs) as the Redis tag the
+    stack pulls, push it, and give its digest."""
+    host.check_output(
+        f"printf '%s' {shlex.quote(dockerfile)} | DOCKER_BUILDKIT=0 docker build -q -t {REDIS} -"
+    )
+    pushed = host.check_output(f"docker push {REDIS}")
+    return re.search(r"digest: (sha256:[0-9a-f]{64})", pushed).group(1)
+
+
+def _redis(host) -> tuple[str, str, str]:
+    """The Redis reference in compose.yaml, in the deployed state, and of the running container."""
+    compose = yaml.safe_load(host.file("/opt/prpm/compose.yaml").content_string)
+    state = json.loads(host.file("/opt/prpm/deployed.json").content_string)
+    running = host.check_output(f"{COMPOSE} ps --format '{{{{.Image}}}}' redis")
+    return compose["services"]["redis"]["image"], state["current"]["images"]["redis"], running
+
+
+def test_a_pulled_image_is_deployed_pinned_by_digest(host):
+    inspect = f"docker image inspect {REDIS} --format '{{{{json .RepoDigests}}}}'"
+    digests = json.loads(host.check_output(inspect))
+    (digest,) = [
+        d.split("@")[1] for d in digests if d.startswith("127.0.0.1:5000/prpm-hobby/redis@")
+    ]
+    assert _redis(host) == (f"{REDIS}@{digest}",) * 3
+
+
+def test_a_moved_tag_waits_for_the_patch_window_which_deploys_it(host, tmp_path):
+    """The tag points at a new image: a deploy keeps the pinned one (changed=0); the patch run
+    pulls the tag, deploys the new digest health-gated and lists it in its report."""
+    assert _healthy(host, wait=180)["ok"], "the stack must be healthy before this test"
+    old = _redis(host)[0]
+    new = _push(host, f"FROM {old}\nLABEL io.prpm-hobby.test=refreshed\n")
+    assert new not in old
+    deploy = run_playbook(
+        str(PROJECT / "playbooks" / "deploy.yml"),
+        "-i", str(_groups(tmp_path)),
+        "-e", f"@{PROJECT / 'extensions' / 'molecule' / '_shared' / 'stack-vars.yml'}",
+        "-e", f"@{SCENARIO / 'vars.yml'}",
+    )  # fmt: skip
+    assert deploy.rc == 0, deploy.output[-3000:]
+    assert deploy.changed() == 0, deploy.output[-3000:]
+    assert _redis(host) == (old,) * 3
+    run, report = _patch(tmp_path, patch_refresh_images=True)
+    assert run.rc == 0, run.output[-4000:]
+    assert report["images_changed"] == [{"service": "redis", "from": old, "to": f"{REDIS}@{new}"}]
+    assert _redis(host) == (f"{REDIS}@{new}",) * 3
+    assert _healthy(host)["ok"]
+
+
+def test_a_refresh_never_deploys_another_version(host, tmp_path):
+    """The inventory names another tag than runs (as after a rollback): the patch run's refresh
+    stops before any change instead of deploying it."""
+    before = _redis(host)
+    run, report = _patch(
+        tmp_path,
+        patch_refresh_images=True,
+        registry_stack_redis_image="127.0.0.1:5000/prpm-hobby/redis:7",
+    )
+    assert run.rc != 0, run.output[-3000:]
+    assert "the inventory names other versions than the host runs: redis (" in run.output
+    assert run.changed() == 0, run.output[-3000:]
+    assert report is None
+    assert _redis(host) == before
+
+
+def test_a_broken_new_image_is_rolled_back_and_the_os_is_not_patched(host, tmp_path):
+    """The tag moves to an image that never gets healthy: the patch run rolls Redis back to the
+    digest that ran, fails, and never reaches the OS upgrade."""
+    assert _healthy(host, wait=180)["ok"], "the stack must be healthy before this test"
+    good = _redis(host)[0]
+    _publish(host, "6.0")
+    _push(host, f'FROM {good}\nENTRYPOINT ["/bin/false"]\n')
+    try:
+        run, report = _patch(tmp_path, patch_refresh_images=True, registry_stack_health_timeout=60)
+        assert run.rc != 0, run.output[-3000:]
+        assert "ROLLED BACK" in run.output, run.output[-3000:]
+        assert report is None
+        assert _redis(host) == (good,) * 3
+        assert _canary(host) == "5.0"
+        assert _healthy(host, wait=60)["ok"]
+    finally:
+        # The tag back at the good image, for whatever runs next.
+        pinned = good.replace(":8@", "@")
+        host.check_output(f"docker tag {pinned} {REDIS} && docker push -q {REDIS}")
