@@ -1,18 +1,23 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) prpm.hobby maintainers
-"""Filters for image references pinned by digest: prpm.hobby.pinned_images, pin_digest,
-image_pull_ref and image_changes (documented in <name>.yml beside this file)."""
+"""Filters for image references pinned by digest or image ID: prpm.hobby.pinned_images,
+pin_digest, pin_image_id, pin_image_id_in, unpinned_image, image_pull_ref and image_changes
+(documented in <name>.yml beside this file)."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.prpm.hobby.plugins.module_utils._images import (
+    IdMismatch,
     NoDigest,
     changes,
     pin,
+    pin_id,
+    pin_id_in,
     pinned,
     pull_ref,
+    unpinned,
 )
 
 
@@ -23,6 +28,20 @@ def _pin_digest(ref: str, images: list[dict] | None) -> str:
         raise AnsibleFilterError(str(exc)) from exc
 
 
+def _pin_image_id(ref: str, image_id: str) -> str:
+    try:
+        return pin_id(ref, image_id)
+    except IdMismatch as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def _pin_image_id_in(ref: str, images: list[dict] | None) -> str:
+    try:
+        return pin_id_in(ref, images)
+    except IdMismatch as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
 class FilterModule:
     """Image reference filters."""
 
@@ -30,6 +49,9 @@ class FilterModule:
         return {
             "pinned_images": pinned,
             "pin_digest": _pin_digest,
+            "pin_image_id": _pin_image_id,
+            "pin_image_id_in": _pin_image_id_in,
+            "unpinned_image": unpinned,
             "image_pull_ref": pull_ref,
             "image_changes": changes,
         }

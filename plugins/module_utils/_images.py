@@ -1,10 +1,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) prpm.hobby maintainers
-"""Image references pinned by digest (prpm.hobby.registry_stack, filters in images.py).
+"""Image references pinned by digest or image ID (prpm.hobby.registry_stack, filters in images.py).
 
 A pulled image is deployed as ``name:tag@sha256:...``: the tag says what it is, the digest is
 exactly what runs. The pin is recorded in the stack's deployed state, so a later run deploys
 the same image whatever the tag points at by then, until a refresh pulls the tag again.
+
+An archive or build image has no registry digest: it is deployed as ``name:tag-id<12 hex>``, a
+tag the role gives it on the host after its image ID. A rebuild under the same tag (new Debian
+packages) is then a new version like any other: deployed health-gated, recorded as current with
+the old one as previous, and rolled back to by name.
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ from collections.abc import Mapping
 from typing import Any
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+ID_SUFFIX = re.compile(r"-id([0-9a-f]{12})$")
 
 
 class NoDigest(ValueError):
     """A pulled image without a digest from the registry of its name."""
+
+
+class IdMismatch(ValueError):
+    """An image pinned by ID whose name now names another image."""
 
 
 def repository(ref: str) -> str:
@@ -53,6 +63,46 @@ def pull_ref(ref: str) -> str:
     if "@" not in ref:
         return ref
     return f"{repository(ref)}@{ref.split('@', 1)[1]}"
+
+
+def unpinned(ref: str) -> str:
+    """``name:tag`` as given in the inventory: without a digest or the role's ID suffix."""
+    name = ref.split("@", 1)[0]
+    return ID_SUFFIX.sub("", name) if ":" in name.rpartition("/")[2] else name
+
+
+def pin_id(ref: str, image_id: str) -> str:
+    """``name:tag-id<12 hex>`` for an archive or build image whose image ID is image_id
+    (``sha256:<64 hex>``). A reference already pinned must name that ID; a reference with a
+    digest stays as given."""
+    if "@" in ref:
+        return ref
+    if not DIGEST.match(image_id or ""):
+        raise IdMismatch(f"{ref}: no image ID to pin it to (got {image_id!r})")
+    short = image_id[7:19]
+    found = ID_SUFFIX.search(ref)
+    if found:
+        if found.group(1) != short:
+            raise IdMismatch(
+                f"{ref} is no longer on the host, and {unpinned(ref)} now names another image "
+                f"({image_id[:19]}): the image that ran is gone. Deploy a version on purpose "
+                "(playbooks/deploy.yml), or rebuild or load that image first."
+            )
+        return ref
+    return f"{ref if ':' in ref.rpartition('/')[2] else ref + ':latest'}-id{short}"
+
+
+def pin_id_in(ref: str, images: list[Mapping[str, Any]] | None) -> str:
+    """pin_id with the ID of the image tagged ref among images (as docker_image_info returns
+    them, from the controller's Docker)."""
+    want = (normalized(repository(ref)), tag(ref))
+    for image in images or []:
+        if any((normalized(repository(t)), tag(t)) == want for t in image.get("RepoTags") or []):
+            return pin_id(ref, image.get("Id", ""))
+    raise IdMismatch(
+        f"{ref} is not in the controller's Docker, so it cannot be deployed: build it again "
+        "(make images, or the registry from its checkout), or deploy another version."
+    )
 
 
 def pinned(
@@ -108,10 +158,11 @@ def changes(
     before: Mapping[str, str], after: Mapping[str, str], digests: bool = True
 ) -> list[dict[str, str]]:
     """The services whose image changed, as {service, from, to}, by service name; with digests
-    false, only those whose name or tag changed (a new digest of the same tag is no change)."""
+    false, only those whose name or tag changed (a new digest or image ID of the same tag is no
+    change)."""
 
     def same(a: str, b: str) -> bool:
-        return a == b if digests else a.split("@", 1)[0] == b.split("@", 1)[0]
+        return a == b if digests else unpinned(a) == unpinned(b)
 
     return [
         {"service": key, "from": before.get(key, ""), "to": after[key]}

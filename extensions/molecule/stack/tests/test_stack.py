@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import time
 import uuid
@@ -240,7 +242,8 @@ def test_bad_input_fails_before_any_change(host, extra_vars, message):
     before = host.check_output(
         "md5sum /opt/prpm/compose.yaml /opt/prpm/caddy/Caddyfile /opt/prpm/deployed.json"
     )
-    run = run_playbook("converge.yml", extra_vars=extra_vars)
+    # The stack role's own playbook: base and docker before it would only add a converge's time.
+    run = run_playbook("deploy.yml", extra_vars=extra_vars)
     assert run.rc != 0
     assert message in " ".join(run.output.split()), run.output[-3000:]
     assert run.changed() == 0
@@ -273,9 +276,21 @@ def test_check_diff_works_before_a_new_secret_exists(host):
     assert host.file(path).content_string.strip() not in run.output
 
 
-def _deployed(host) -> dict:
+PIN = re.compile(r"-id[0-9a-f]{12}$")
+
+
+def _pinned(host) -> dict:
+    """The registry's current and previous references in the deployed state, as recorded."""
     state = json.loads(host.file("/opt/prpm/deployed.json").content_string)
     return {k: state[k].get("images", {}).get("registry") for k in ("current", "previous")}
+
+
+def _deployed(host) -> dict:
+    """The same, by tag: archive images are recorded pinned to their image ID (name:tag-id...)."""
+    pinned = _pinned(host)
+    for ref in pinned.values():
+        assert PIN.search(ref), f"{ref} is not pinned to its image ID"
+    return {k: PIN.sub("", ref) for k, ref in pinned.items()}
 
 
 def under_load(*paths: str) -> LoadGenerator:
@@ -341,9 +356,13 @@ def test_broken_deploy_never_receives_a_request_and_old_version_keeps_serving(ho
         )
     assert run.rc != 0
     text = " ".join(run.output.split())
-    assert "Deploy of localhost/prpm-hobby/registry:broken FAILED" in text
+    assert re.search(r"Deploy of localhost/prpm-hobby/registry:broken-id[0-9a-f]{12} FAILED", text)
     assert "did not turn healthy" in text
-    assert "NEVER RECEIVED A REQUEST: localhost/prpm-hobby/registry:1.0.0 kept serving" in text
+    assert re.search(
+        r"NEVER RECEIVED A REQUEST: localhost/prpm-hobby/registry:1\.0\.0-id[0-9a-f]{12} "
+        r"kept serving",
+        text,
+    )
     print(f"broken deploy under load: {load.result.summary()}")
     assert load.result.sent > 100, load.result.summary()
     assert load.result.failed == 0, load.result.summary()
@@ -354,6 +373,70 @@ def test_broken_deploy_never_receives_a_request_and_old_version_keeps_serving(ho
     assert registry_containers(host) == serving_before
     compose = host.file("/opt/prpm/compose.yaml").content_string
     assert "registry:broken" not in compose
+
+
+def _controller_image_id(ref: str) -> str:
+    return subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def _rebuild_on_controller(ref: str, dockerfile: str) -> str:
+    """Build dockerfile as ref in the controller's Docker, as a rebuild under the same tag (new
+    Debian packages, tools/images.py refresh) does; give the new image ID."""
+    subprocess.run(
+        ["docker", "build", "-q", "-t", ref, "-"],
+        input=dockerfile,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    return _controller_image_id(ref)
+
+
+def test_a_rebuild_under_the_same_tag_is_a_new_version_and_a_broken_one_is_rolled_back(host):
+    """An offline image rebuilt under its tag is deployed pinned to its new image ID, with the
+    image that ran as previous; a broken rebuild of the same tag fails its gate and the pinned
+    image that ran keeps serving (before pinning, both had one name and nothing to go back to)."""
+    tag = "localhost/prpm-hobby/registry:1.0.0"
+    original = _controller_image_id(tag)
+    before = _pinned(host)["current"]
+    assert before == f"{tag}-id{original[7:19]}"
+    try:
+        rebuilt = _rebuild_on_controller(
+            tag, f"FROM {original}\nLABEL io.prpm-hobby.test=rebuilt\n"
+        )
+        run = run_playbook("deploy.yml")
+        assert run.rc == 0, run.output[-3000:]
+        assert _pinned(host) == {"current": f"{tag}-id{rebuilt[7:19]}", "previous": before}
+        assert get("/health").json()["version"] == "1.0.0"
+
+        _rebuild_on_controller(
+            tag, f'FROM {original}\nLABEL io.prpm-hobby.test=broken\nENTRYPOINT ["/bin/false"]\n'
+        )
+        run = run_playbook("deploy.yml", extra_vars={"registry_stack_health_timeout": 60})
+        assert run.rc != 0, run.output[-3000:]
+        assert "FAILED" in run.output, run.output[-3000:]
+        assert _pinned(host) == {"current": f"{tag}-id{rebuilt[7:19]}", "previous": before}
+        assert get("/health").json()["status"] == "ok"
+    finally:
+        subprocess.run(["docker", "tag", original, tag], check=True)
+        # The test's images, untagged now, off the controller (the host drops its own below).
+        subprocess.run(
+            ["docker", "image", "prune", "-f", "--filter", "label=io.prpm-hobby.test"], check=True
+        )
+        run = run_playbook("deploy.yml")
+        assert run.rc == 0, run.output[-3000:]
+    assert _pinned(host)["current"] == before
+    # Only the current and previous pinned names stay on the host.
+    names = host.check_output(
+        "docker image ls --format '{{.Repository}}:{{.Tag}}' localhost/prpm-hobby/registry"
+    ).split()
+    assert sorted(n for n in names if PIN.search(n)) == sorted(_pinned(host).values())
 
 
 def test_maintenance_mode_answers_503_with_retry_after_until_a_run_without_it(host):

@@ -6,12 +6,16 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.prpm.hobby.plugins.module_utils._images import (
+    IdMismatch,
     NoDigest,
     changes,
     pin,
+    pin_id,
+    pin_id_in,
     pinned,
     pull_ref,
     repository,
+    unpinned,
 )
 
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -123,3 +127,71 @@ def test_changes_lists_the_services_whose_image_changed():
     assert changes(before, after, digests=False) == [
         {"service": "storage", "from": "", "to": "s:1"}
     ]
+
+
+# --- Archive and build images pinned by image ID ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "want"),
+    [
+        ("localhost/prpm-hobby/redis:8", "localhost/prpm-hobby/redis:8-idaaaaaaaaaaaa"),
+        ("127.0.0.1:5000/x/caddy", "127.0.0.1:5000/x/caddy:latest-idaaaaaaaaaaaa"),
+        ("localhost/x/redis:8-idaaaaaaaaaaaa", "localhost/x/redis:8-idaaaaaaaaaaaa"),
+        (f"redis:8@{B}", f"redis:8@{B}"),
+    ],
+)
+def test_pin_id_names_the_image_after_its_id(ref, want):
+    assert pin_id(ref, A) == want
+    # No tag is latest.
+    assert unpinned(want) in (unpinned(ref), f"{ref}:latest")
+
+
+def test_a_pin_whose_tag_now_names_another_image_is_refused():
+    with pytest.raises(
+        IdMismatch,
+        match=r"redis:8-idbbbbbbbbbbbb is no longer on the host, and "
+        r"localhost/redis:8 now names another image \(sha256:aaaaaaaaaaaa\)",
+    ):
+        pin_id("localhost/redis:8-idbbbbbbbbbbbb", A)
+
+
+@pytest.mark.parametrize("image_id", ["", "aaaa", "sha256:" + "A" * 64, None])
+def test_no_image_id_no_pin(image_id):
+    with pytest.raises(IdMismatch, match="no image ID to pin it to"):
+        pin_id("localhost/redis:8", image_id)
+
+
+@pytest.mark.parametrize(
+    ("ref", "plain"),
+    [
+        ("localhost/redis:8-id0123456789ab", "localhost/redis:8"),
+        (f"redis:8@{A}", "redis:8"),
+        ("127.0.0.1:5000/redis-id0123456789ab", "127.0.0.1:5000/redis-id0123456789ab"),
+        ("localhost/redis:8-id0123", "localhost/redis:8-id0123"),
+        ("redis", "redis"),
+    ],
+)
+def test_unpinned_drops_only_a_pin(ref, plain):
+    """A repository name that happens to end like a pin is not a tag: it stays."""
+    assert unpinned(ref) == plain
+
+
+def test_a_new_image_id_of_the_same_tag_is_a_change_only_with_digests():
+    before = {"redis": "localhost/redis:8-idaaaaaaaaaaaa"}
+    after = {"redis": "localhost/redis:8-idbbbbbbbbbbbb"}
+    assert changes(before, after) == [
+        {"service": "redis", "from": before["redis"], "to": after["redis"]}
+    ]
+    assert changes(before, after, False) == []
+    assert changes(before, {"redis": "localhost/redis:7-idbbbbbbbbbbbb"}, False) != []
+
+
+def test_pin_id_in_takes_the_id_of_the_image_with_that_tag():
+    images = [
+        {"Id": B, "RepoTags": ["localhost/x/redis:7"]},
+        {"Id": A, "RepoTags": ["localhost/x/other:8", "localhost/x/redis:8"]},
+    ]
+    assert pin_id_in("localhost/x/redis:8", images) == "localhost/x/redis:8-idaaaaaaaaaaaa"
+    with pytest.raises(IdMismatch, match="localhost/x/redis:9 is not in the controller's Docker"):
+        pin_id_in("localhost/x/redis:9", images)
