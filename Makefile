@@ -30,10 +30,10 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help setup venv docker images up check-source down test lint unit aws sanity molecule bench clean
+.PHONY: help setup venv docker images images-refresh patch up check-source down test lint unit aws sanity molecule bench clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: venv $(COLLECTION_LINK) ## Python venv and the collection link (no Docker needed)
 
@@ -56,6 +56,14 @@ docker: ## Make sure a Docker engine answers (installs and starts one on Debian 
 
 images: docker ## Build the host and stack images that are missing or stale
 	$(PYTHON) tools/images.py build all
+
+images-refresh: docker ## Rebuild the stack images from the current Debian packages (kept only if changed)
+	$(PYTHON) tools/images.py refresh all
+
+# The controller's patch window for the local stand-in: the offline images first (the patch
+# run's refresh deploys those whose image ID changed, health-gated), then playbooks/patch.yml.
+patch: setup images images-refresh ## Refresh the offline images, then run playbooks/patch.yml (health-gated)
+	ansible-playbook playbooks/patch.yml $(ANSIBLE_ARGS)
 
 up: setup check-source images ## Set up, then run site.yml on the local stand-in host [PRPM_SOURCE=checkout]
 	ansible-playbook site.yml $(ANSIBLE_ARGS)

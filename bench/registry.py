@@ -32,7 +32,7 @@ from ansible_collections.prpm.hobby.plugins.module_utils import _registry_build 
 SOURCE = Path(os.environ.get("PRPM_SOURCE", ""))
 WORK = ROOT / ".ansible" / "bench-registry"
 RECIPE = ROOT / "roles" / "registry_stack" / "files" / "registry-image"
-BASE_IMAGE = "localhost/prpm-hobby/host:debian13"
+BASE_IMAGE = "localhost/prpm-hobby/stack-base:debian13"
 USER = "bench-user"
 PACKAGES = int(os.environ.get("PRPM_BENCH_PACKAGES", "10"))
 READS = int(os.environ.get("PRPM_BENCH_READS", "300"))

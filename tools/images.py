@@ -3,13 +3,21 @@
 
     python3 tools/images.py build host            # the Debian 13 systemd host image
     python3 tools/images.py build all             # host + every image under images/
+    python3 tools/images.py refresh all           # rebuild from the current Debian packages
     python3 tools/images.py list
 
 An image is skipped when its tag exists with the same recipe hash (label
 `io.prpm-hobby.recipe`), so a second run builds nothing. The host image comes from
 `debian:trixie` when a registry is reachable and from debootstrap otherwise
 (PRPM_HOST_IMAGE_SOURCE=auto|registry|debootstrap). Stack images under images/<name>/ are
-built FROM the host image with Debian's packages.
+built with Debian's packages FROM the stack base (images/stack-base: the host image with
+Debian's security and updates suites, upgraded).
+
+`refresh` rebuilds the stack base and the stack images from the current Debian packages
+(security fixes included) without the build cache, and keeps a rebuild only when its installed
+packages differ from the image it would replace: an identical rebuild is dropped, so the tag
+keeps its image ID and the next deploy changes nothing. It prints what changed. Run it before
+the patch window (`make patch` does); the stack role deploys the images whose ID changed.
 
 Standard library only, so that it runs before the virtualenv exists.
 """
@@ -18,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +41,15 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = ROOT / "images"
 PREFIX = "localhost/prpm-hobby"
 HOST_TAG = f"{PREFIX}/host:debian13"
+STACK_BASE_TAG = f"{PREFIX}/stack-base:debian13"
 LABEL = "io.prpm-hobby.recipe"
 HOST_PACKAGES = ("systemd", "systemd-sysv", "python3", "sudo", "ca-certificates", "iproute2")
 MIRROR = os.environ.get("PRPM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SECURITY_MIRROR = os.environ.get(
+    "PRPM_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security"
+)
+# Where a rebuild waits before it replaces an image: "<tag>-refresh".
+CANDIDATE = "-refresh"
 SUITE = "trixie"
 
 
@@ -178,27 +194,98 @@ def build_host(force: bool) -> None:
             sys.exit("images: tar of the host rootfs failed")
 
 
-def build_stack_image(image: Image, force: bool) -> None:
+def stack_base() -> Image:
+    """The base of every stack image: the host image with the security suite, upgraded."""
+    return Image(
+        name="stack-base",
+        tags=(STACK_BASE_TAG,),
+        build_args=(
+            ("BASE_IMAGE", HOST_TAG),
+            ("DEBIAN_MIRROR", MIRROR),
+            ("SECURITY_MIRROR", SECURITY_MIRROR),
+            ("SUITE", SUITE),
+        ),
+    )
+
+
+def image_recipe(image: Image) -> str:
+    """The recipe hash: the context, the build arguments and the recipe of the image below."""
     args = " ".join(f"{k}={v}" for k, v in image.build_args) + (image.target or "")
-    recipe = recipe_hash([image.context], extra=args + (current_label(HOST_TAG) or ""))
-    if not force and all(current_label(tag) == recipe for tag in image.tags):
-        print(f"images: {', '.join(image.tags)} up to date, skipped", flush=True)
-        return
-    argv = [
-        "docker",
-        "build",
-        "--label",
-        f"{LABEL}={recipe}",
-        "--build-arg",
-        f"BASE_IMAGE={HOST_TAG}",
-    ]
-    for key, value in image.build_args:
+    below = HOST_TAG if image.name == "stack-base" else STACK_BASE_TAG
+    return recipe_hash([image.context], extra=args + (current_label(below) or ""))
+
+
+def build_argv(image: Image, recipe: str, tags: tuple[str, ...], extra: tuple = ()) -> list[str]:
+    argv = ["docker", "build", "--label", f"{LABEL}={recipe}"]
+    build_args = image.build_args
+    if image.name != "stack-base":
+        build_args = (("BASE_IMAGE", STACK_BASE_TAG), *build_args)
+    for key, value in (*build_args, *extra):
         argv += ["--build-arg", f"{key}={value}"]
     if image.target:
         argv += ["--target", image.target]
-    for tag in image.tags:
+    for tag in tags:
         argv += ["-t", tag]
-    run([*argv, str(image.context)])
+    return [*argv, str(image.context)]
+
+
+def build_stack_image(image: Image, force: bool) -> None:
+    recipe = image_recipe(image)
+    if not force and all(current_label(tag) == recipe for tag in image.tags):
+        print(f"images: {', '.join(image.tags)} up to date, skipped", flush=True)
+        return
+    run(build_argv(image, recipe, image.tags))
+
+
+def _packages_module():
+    """plugins/module_utils/_packages.py (standard library only), loaded by path."""
+    path = ROOT / "plugins" / "module_utils" / "_packages.py"
+    spec = importlib.util.spec_from_file_location("prpm_hobby_packages", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def refresh_image(image: Image, stamp: str) -> list[str]:
+    """Rebuild image from the current Debian packages beside it (no build cache) and keep the
+    rebuild only when its installed packages differ. Returns what changed (empty: dropped)."""
+    if current_label(image.tags[0]) is None:
+        build_stack_image(image, force=True)
+        return ["(new image)"]
+    packages = _packages_module()
+    candidates = tuple(tag + CANDIDATE for tag in image.tags)
+    argv = build_argv(image, image_recipe(image), candidates, (("PACKAGES_REFRESH", stamp),))
+    run([*argv[:2], "--no-cache", *argv[2:]], stdout=subprocess.DEVNULL)
+    try:
+        changed = packages.changes(
+            packages.image_packages("docker", image.tags[0]),
+            packages.image_packages("docker", candidates[0]),
+        )
+        if changed:
+            for candidate, tag in zip(candidates, image.tags, strict=True):
+                run(["docker", "tag", candidate, tag])
+    finally:
+        # Only the names: an identical rebuild goes with them, an adopted one keeps its tags.
+        subprocess.run(["docker", "image", "rm", *candidates], capture_output=True, check=False)
+    return changed
+
+
+def refresh(selected: list[Image]) -> int:
+    """refresh: the stack base, then the selected stack images; prints what changed."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    changed_images = 0
+    for image in [stack_base(), *selected]:
+        changed = refresh_image(image, stamp)
+        name = ", ".join(image.tags)
+        if changed:
+            changed_images += 1
+            print(f"images: {name} rebuilt, {len(changed)} package(s) changed:", flush=True)
+            for line in changed:
+                print(f"  {line}", flush=True)
+        else:
+            print(f"images: {name} unchanged (same packages; the rebuild was dropped)", flush=True)
+    print(f"images: refresh done, {changed_images} image(s) changed", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,24 +294,33 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="build images that are missing or stale")
     build.add_argument("names", nargs="+", help="host, all, or stack image names")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    refresh_cmd = sub.add_parser(
+        "refresh", help="rebuild the stack images from the current Debian packages"
+    )
+    refresh_cmd.add_argument("names", nargs="+", help="all, or stack image names")
     sub.add_parser("list", help="list the images this script builds")
     opts = parser.parse_args(argv)
 
     stack = stack_images()
     if opts.cmd == "list":
         print(HOST_TAG)
+        print(STACK_BASE_TAG)
         for image in stack:
             print("\n".join(image.tags))
         return 0
     names = set(opts.names)
-    known = {"host", "all"} | {i.name for i in stack}
+    known = {"all"} | {i.name for i in stack} | ({"host"} if opts.cmd == "build" else set())
     unknown = names - known
     if unknown:
         parser.error(f"unknown image(s): {', '.join(sorted(unknown))}; known: {sorted(known)}")
-    build_host(opts.force and ("host" in names or "all" in names))
-    for image in stack:
-        if "all" in names or image.name in names:
-            build_stack_image(image, opts.force)
+    selected = [image for image in stack if "all" in names or image.name in names]
+    build_host(opts.cmd == "build" and opts.force and ("host" in names or "all" in names))
+    if selected:
+        build_stack_image(stack_base(), opts.cmd == "build" and opts.force)
+    if opts.cmd == "refresh":
+        return refresh(selected)
+    for image in selected:
+        build_stack_image(image, opts.force)
     return 0
 
 

@@ -52,6 +52,17 @@ options:
       - Empty for none.
     type: path
     default: ""
+  refresh_packages:
+    description:
+      - Rebuild the image's runtime stage from the current Debian packages (security fixes
+        included) even when the tag exists with the same recipe; the build stage and its npm
+        layers stay cached.
+      - The rebuild replaces the tag only when its installed packages differ from the image's
+        (RV(package_changes) lists them); an identical rebuild is dropped, so the tag keeps
+        its image ID and nothing is redeployed.
+      - prpm.hobby.registry_stack's entry point C(refresh) (each patch run) sets it.
+    type: bool
+    default: false
   docker:
     description: Docker CLI on the controller.
     type: str
@@ -103,13 +114,27 @@ build_seconds:
   description: Wall time of the build (0 when skipped).
   returned: success
   type: float
+package_changes:
+  description:
+    - With O(refresh_packages), the packages the rebuild changed (C(name old -> new)); empty when
+      it changed none and was dropped.
+  returned: success
+  type: list
+  elements: str
+  sample: ["libssl3t64:amd64 3.5.1-1 -> 3.5.1-1+deb13u1"]
 """
 
+import subprocess
 import time
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.prpm.hobby.plugins.module_utils._packages import (
+    PackagesError,
+    changes,
+    image_packages,
+)
 from ansible_collections.prpm.hobby.plugins.module_utils._registry_build import (
     CheckoutError,
     build_image,
@@ -121,6 +146,22 @@ from ansible_collections.prpm.hobby.plugins.module_utils._registry_build import 
 )
 
 
+def refresh(docker: str, context: Path, ref: str, recipe: str, build_args: dict) -> list[str]:
+    """Rebuild ref's runtime stage from the current Debian packages beside it; the rebuild takes
+    the tag only when its packages differ. Returns what changed (empty: dropped)."""
+    candidate = f"{ref}-refresh"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    build_image(docker, context, candidate, recipe, {**build_args, "PACKAGES_REFRESH": stamp})
+    try:
+        changed = changes(image_packages(docker, ref), image_packages(docker, candidate))
+        if changed:
+            subprocess.run([docker, "tag", candidate, ref], check=True, capture_output=True)
+    finally:
+        # Only the name: an identical rebuild goes with it, an adopted one keeps ref.
+        subprocess.run([docker, "image", "rm", candidate], check=False, capture_output=True)
+    return changed
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -130,6 +171,7 @@ def main() -> None:
             "staging_dir": {"type": "path", "required": True},
             "base_image": {"type": "str", "default": "debian:trixie-slim"},
             "extra_ca_file": {"type": "path", "default": ""},
+            "refresh_packages": {"type": "bool", "default": False},
             "docker": {"type": "str", "default": "docker"},
         },
         supports_check_mode=True,
@@ -148,27 +190,31 @@ def main() -> None:
             "source_id": checkout.source_id,
             "built": False,
             "build_seconds": 0.0,
+            "package_changes": [],
+        }
+        build_args = {
+            "BASE_IMAGE": p["base_image"],
+            "PRPM_VERSION": checkout.version,
+            "PRPM_SOURCE_ID": checkout.source_id,
         }
         if image_recipe(docker, ref) == recipe:
-            module.exit_json(changed=False, **result)
+            # Check mode cannot know what a rebuild would install: it reports no change.
+            if not p["refresh_packages"] or module.check_mode:
+                module.exit_json(changed=False, **result)
+            started = time.monotonic()
+            context = stage_context(checkout, recipe_dir, extra_ca, Path(p["staging_dir"]))
+            result["package_changes"] = refresh(docker, context, ref, recipe, build_args)
+            result["built"] = bool(result["package_changes"])
+            result["build_seconds"] = round(time.monotonic() - started, 1)
+            module.exit_json(changed=result["built"], **result)
         result["built"] = True
         if module.check_mode:
             module.exit_json(changed=True, **result)
         started = time.monotonic()
         context = stage_context(checkout, recipe_dir, extra_ca, Path(p["staging_dir"]))
-        build_image(
-            docker,
-            context,
-            ref,
-            recipe,
-            {
-                "BASE_IMAGE": p["base_image"],
-                "PRPM_VERSION": checkout.version,
-                "PRPM_SOURCE_ID": checkout.source_id,
-            },
-        )
+        build_image(docker, context, ref, recipe, build_args)
         result["build_seconds"] = round(time.monotonic() - started, 1)
-    except CheckoutError as exc:
+    except (CheckoutError, PackagesError) as exc:
         module.fail_json(msg=f"Cannot build the PRPM registry from '{p['checkout']}': {exc}")
     module.exit_json(changed=True, **result)
 

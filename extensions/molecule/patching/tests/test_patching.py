@@ -324,9 +324,29 @@ def test_a_pulled_image_is_deployed_pinned_by_digest(host):
     assert _redis(host) == (f"{REDIS}@{digest}",) * 3
 
 
+STORAGE = "localhost/prpm-hobby/storage:1"
+
+
+def _controller_id(ref: str) -> str:
+    out = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def _storage(host) -> str:
+    state = json.loads(host.file("/opt/prpm/deployed.json").content_string)
+    return state["current"]["images"]["storage"]
+
+
 def test_a_moved_tag_waits_for_the_patch_window_which_deploys_it(host, tmp_path):
     """The tag points at a new image: a deploy keeps the pinned one (changed=0); the patch run
-    pulls the tag, deploys the new digest health-gated and lists it in its report."""
+    pulls the tag, deploys the new digest health-gated and lists it in its report. An offline
+    image rebuilt on the controller under its tag (tools/images.py refresh) is deployed by the
+    same patch run, pinned to its new image ID."""
     assert _healthy(host, wait=180)["ok"], "the stack must be healthy before this test"
     old = _redis(host)[0]
     new = _push(host, f"FROM {old}\nLABEL io.prpm-hobby.test=refreshed\n")
@@ -340,11 +360,39 @@ def test_a_moved_tag_waits_for_the_patch_window_which_deploys_it(host, tmp_path)
     assert deploy.rc == 0, deploy.output[-3000:]
     assert deploy.changed() == 0, deploy.output[-3000:]
     assert _redis(host) == (old,) * 3
-    run, report = _patch(tmp_path, patch_refresh_images=True)
-    assert run.rc == 0, run.output[-4000:]
-    assert report["images_changed"] == [{"service": "redis", "from": old, "to": f"{REDIS}@{new}"}]
-    assert _redis(host) == (f"{REDIS}@{new}",) * 3
-    assert _healthy(host)["ok"]
+    original = _controller_id(STORAGE)
+    storage_before = _storage(host)
+    assert storage_before == f"{STORAGE}-id{original[7:19]}"
+    rebuild = ["docker", "build", "-q", "-t", STORAGE, "-"]
+    subprocess.run(
+        rebuild,
+        input=f"FROM {original}\nLABEL io.prpm-hobby.test=refreshed\n",
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    rebuilt = _controller_id(STORAGE)
+    try:
+        run, report = _patch(tmp_path, patch_refresh_images=True)
+        assert run.rc == 0, run.output[-4000:]
+        assert report["images_changed"] == [
+            {"service": "redis", "from": old, "to": f"{REDIS}@{new}"},
+            {"service": "storage", "from": storage_before, "to": f"{STORAGE}-id{rebuilt[7:19]}"},
+        ]
+        assert _redis(host) == (f"{REDIS}@{new}",) * 3
+        assert _storage(host) == f"{STORAGE}-id{rebuilt[7:19]}"
+        assert _healthy(host)["ok"]
+        # A second patch run finds nothing new: no deploy, no image changed.
+        run, report = _patch(tmp_path, patch_refresh_images=True)
+        assert run.rc == 0, run.output[-4000:]
+        assert report["images_changed"] == []
+    finally:
+        # The controller's tag back at the image the other scenarios use.
+        subprocess.run(["docker", "tag", original, STORAGE], check=True)
+        subprocess.run(
+            ["docker", "image", "prune", "-f", "--filter", "label=io.prpm-hobby.test"], check=True
+        )
 
 
 def test_a_refresh_never_deploys_another_version(host, tmp_path):

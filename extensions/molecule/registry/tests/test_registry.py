@@ -166,6 +166,38 @@ def test_second_version_deploys_and_keeps_the_package(cli, host, tmp_path):
     assert install_and_read(cli, tmp_path / "v2") == CONTENT.encode()
 
 
+def test_refresh_rebuilds_what_runs_from_current_packages_and_refuses_another_checkout(host):
+    """The patch run's refresh: the inventory's checkout (PRPM_SOURCE) is not the version that
+    runs (source-v2 is), so it is refused before any build; with the running version's checkout
+    the registry's runtime stage is rebuilt from the current Debian packages and kept, and
+    deployed, only when they changed."""
+    running = _deployed_image(host)
+    assert re.search(r"-id[0-9a-f]{12}$", running), running
+    refused = run_playbook("refresh.yml")
+    assert refused.rc != 0
+    text = " ".join(refused.output.split())
+    assert "the inventory names other versions than the host runs: registry (" in text, text[-3000:]
+    assert refused.changed() == 0
+    assert _deployed_image(host) == running
+
+    run = run_playbook(
+        "refresh.yml", "-v", extra_vars={"registry_stack_build_context": str(WORK / "source-v2")}
+    )
+    assert run.rc == 0, run.output[-3000:]
+    assert "Rebuild the registry from its checkout with the current Debian packages" in run.output
+    if re.search(r"package_changes: \[\]", run.output):
+        # Debian published nothing for these packages since the converge: the rebuild was
+        # dropped and nothing was deployed.
+        assert run.changed() == 0, run.output[-3000:]
+        assert _deployed_image(host) == running
+    else:
+        after = _deployed_image(host)
+        assert after != running and re.sub(r"-id[0-9a-f]{12}$", "", after) == re.sub(
+            r"-id[0-9a-f]{12}$", "", running
+        )
+    print(f"refresh: {running} -> {_deployed_image(host)}")
+
+
 def test_registry_that_fails_at_start_never_serves_and_package_still_installs(cli, host, tmp_path):
     before = _deployed_image(host)
     broken = _source_copy(
