@@ -239,7 +239,8 @@ def build_image(
     docker: str, context: Path, ref: str, recipe: str, build_args: dict[str, str]
 ) -> str:
     """docker build; returns its output (the last lines carry the error when it fails)."""
-    argv = [docker, "build", "--label", f"{RECIPE_LABEL}={recipe}", "-t", ref]
+    # --force-rm: a failed build leaves no stopped build container behind.
+    argv = [docker, "build", "--force-rm", "--label", f"{RECIPE_LABEL}={recipe}", "-t", ref]
     for key, value in sorted(build_args.items()):
         argv += ["--build-arg", f"{key}={value}"]
     argv.append(str(context))
