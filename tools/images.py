@@ -229,12 +229,25 @@ def build_argv(image: Image, recipe: str, tags: tuple[str, ...], extra: tuple = 
     return [*argv, str(image.context)]
 
 
+def stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def fresh_build_argv(image: Image, recipe: str, tags: tuple[str, ...]) -> list[str]:
+    """A build that installs the current Debian packages, never a cached layer of an older
+    build: the stack base with a new PACKAGES_REFRESH, the others without the cache."""
+    if image.name == "stack-base":
+        return build_argv(image, recipe, tags, (("PACKAGES_REFRESH", stamp()),))
+    argv = build_argv(image, recipe, tags)
+    return [*argv[:2], "--no-cache", *argv[2:]]
+
+
 def build_stack_image(image: Image, force: bool) -> None:
     recipe = image_recipe(image)
     if not force and all(current_label(tag) == recipe for tag in image.tags):
         print(f"images: {', '.join(image.tags)} up to date, skipped", flush=True)
         return
-    run(build_argv(image, recipe, image.tags))
+    run(fresh_build_argv(image, recipe, image.tags))
 
 
 def _packages_module():
@@ -246,16 +259,29 @@ def _packages_module():
     return module
 
 
-def refresh_image(image: Image, stamp: str) -> list[str]:
-    """Rebuild image from the current Debian packages beside it (no build cache) and keep the
-    rebuild only when its installed packages differ. Returns what changed (empty: dropped)."""
-    if current_label(image.tags[0]) is None:
+def image_id(tag: str) -> str:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def refresh_image(image: Image) -> list[str]:
+    """Rebuild image from the current Debian packages beside it and keep the rebuild only when
+    its installed packages differ. Returns what changed (empty: dropped). An image never built,
+    or whose recipe changed, is built as `build` does."""
+    recipe = image_recipe(image)
+    label = current_label(image.tags[0])
+    if label != recipe:
         build_stack_image(image, force=True)
-        return ["(new image)"]
+        return ["(new image)" if label is None else "(recipe changed: rebuilt)"]
     packages = _packages_module()
     candidates = tuple(tag + CANDIDATE for tag in image.tags)
-    argv = build_argv(image, image_recipe(image), candidates, (("PACKAGES_REFRESH", stamp),))
-    run([*argv[:2], "--no-cache", *argv[2:]], stdout=subprocess.DEVNULL)
+    replaced = image_id(image.tags[0])
+    run(fresh_build_argv(image, recipe, candidates), stdout=subprocess.DEVNULL)
     try:
         changed = packages.changes(
             packages.image_packages("docker", image.tags[0]),
@@ -267,15 +293,17 @@ def refresh_image(image: Image, stamp: str) -> list[str]:
     finally:
         # Only the names: an identical rebuild goes with them, an adopted one keeps its tags.
         subprocess.run(["docker", "image", "rm", *candidates], capture_output=True, check=False)
+    if changed and replaced:
+        # The image it replaced, unless something still holds it (no force).
+        subprocess.run(["docker", "image", "rm", replaced], capture_output=True, check=False)
     return changed
 
 
 def refresh(selected: list[Image]) -> int:
     """refresh: the stack base, then the selected stack images; prints what changed."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     changed_images = 0
     for image in [stack_base(), *selected]:
-        changed = refresh_image(image, stamp)
+        changed = refresh_image(image)
         name = ", ".join(image.tags)
         if changed:
             changed_images += 1

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Copyright (c) prpm.hobby maintainers
 """Filters for image references pinned by digest or image ID: prpm.hobby.pinned_images,
-pin_digest, pin_image_id, pin_image_id_in, unpinned_image, image_pull_ref and image_changes
+pin_digest, pin_image_id, pin_image_id_in, unpinned_image, image_full_ref, image_pull_ref and
+image_changes
 (documented in <name>.yml beside this file)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ansible_collections.prpm.hobby.plugins.module_utils._images import (
     IdMismatch,
     NoDigest,
     changes,
+    full_ref,
     pin,
     pin_id,
     pin_id_in,
@@ -52,6 +54,7 @@ class FilterModule:
             "pin_image_id": _pin_image_id,
             "pin_image_id_in": _pin_image_id_in,
             "unpinned_image": unpinned,
+            "image_full_ref": full_ref,
             "image_pull_ref": pull_ref,
             "image_changes": changes,
         }

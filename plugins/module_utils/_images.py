@@ -57,6 +57,13 @@ def normalized(repo: str) -> str:
     return repo
 
 
+def full_ref(ref: str) -> str:
+    """The reference with Docker Hub's short names in full, so that ``redis:8`` (as Docker reports
+    it) and ``docker.io/library/redis:8`` compare equal; no tag is ``latest``."""
+    name, sep, digest = ref.partition("@")
+    return f"{normalized(repository(name))}:{tag(name)}" + (f"@{digest}" if sep else "")
+
+
 def pull_ref(ref: str) -> str:
     """What to pull: ``name@digest`` for a pinned reference (the tag is only a label then),
     the reference itself otherwise."""

@@ -150,16 +150,34 @@ def refresh(docker: str, context: Path, ref: str, recipe: str, build_args: dict)
     """Rebuild ref's runtime stage from the current Debian packages beside it; the rebuild takes
     the tag only when its packages differ. Returns what changed (empty: dropped)."""
     candidate = f"{ref}-refresh"
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    build_image(docker, context, candidate, recipe, {**build_args, "PACKAGES_REFRESH": stamp})
+    replaced = image_id(docker, ref)
+    build_image(docker, context, candidate, recipe, build_args)
     try:
         changed = changes(image_packages(docker, ref), image_packages(docker, candidate))
         if changed:
-            subprocess.run([docker, "tag", candidate, ref], check=True, capture_output=True)
+            tagged = subprocess.run(
+                [docker, "tag", candidate, ref], capture_output=True, text=True, check=False
+            )
+            if tagged.returncode != 0:
+                raise CheckoutError(f"docker tag {candidate} {ref} failed: {tagged.stderr.strip()}")
     finally:
         # Only the name: an identical rebuild goes with it, an adopted one keeps ref.
         subprocess.run([docker, "image", "rm", candidate], check=False, capture_output=True)
+    if changed and replaced:
+        # The image it replaced, unless something else still holds it (no force).
+        subprocess.run([docker, "image", "rm", replaced], check=False, capture_output=True)
     return changed
+
+
+def image_id(docker: str, ref: str) -> str:
+    """The ID of a local image, '' when there is none."""
+    result = subprocess.run(
+        [docker, "image", "inspect", "--format", "{{.Id}}", ref],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def main() -> None:
@@ -196,6 +214,9 @@ def main() -> None:
             "BASE_IMAGE": p["base_image"],
             "PRPM_VERSION": checkout.version,
             "PRPM_SOURCE_ID": checkout.source_id,
+            # A new value on every build: the runtime stage installs the current Debian packages,
+            # never a cached layer of an older build on the same base.
+            "PACKAGES_REFRESH": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
         }
         if image_recipe(docker, ref) == recipe:
             # Check mode cannot know what a rebuild would install: it reports no change.

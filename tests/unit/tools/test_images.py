@@ -37,6 +37,8 @@ def docker(monkeypatch):
     state = {"run": [], "quiet": [], "labels": {}, "lists": {}}
     monkeypatch.setattr(images, "run", lambda argv, **kw: state["run"].append(argv))
     monkeypatch.setattr(images, "current_label", state["labels"].get)
+    monkeypatch.setattr(images, "image_recipe", lambda image: "r1")
+    monkeypatch.setattr(images, "image_id", lambda tag: "sha256:old")
     monkeypatch.setattr(images, "_packages_module", lambda: FakePackages(state["lists"]))
 
     def quiet(argv, **kwargs):
@@ -55,10 +57,9 @@ def test_an_identical_rebuild_is_dropped(docker):
             REDIS.tags[0] + "-refresh": {"redis": "8.0"},
         }
     )
-    assert images.refresh_image(REDIS, "20261128T000000Z") == []
+    assert images.refresh_image(REDIS) == []
     (build,) = docker["run"]
     assert build[:3] == ["docker", "build", "--no-cache"]
-    assert "PACKAGES_REFRESH=20261128T000000Z" in build
     assert f"BASE_IMAGE={images.STACK_BASE_TAG}" in build
     assert build[build.index("-t") + 1] == REDIS.tags[0] + "-refresh"
     assert docker["quiet"] == [["docker", "image", "rm", REDIS.tags[0] + "-refresh"]]
@@ -72,18 +73,35 @@ def test_a_rebuild_with_new_packages_takes_every_tag(docker):
             POSTGRES.tags[0] + "-refresh": {"libssl3t64": "3.5.1-1+deb13u1"},
         }
     )
-    assert images.refresh_image(POSTGRES, "s") == ["libssl3t64"]
+    assert images.refresh_image(POSTGRES) == ["libssl3t64"]
     assert docker["run"][1:] == [
         ["docker", "tag", POSTGRES.tags[0] + "-refresh", POSTGRES.tags[0]],
         ["docker", "tag", POSTGRES.tags[1] + "-refresh", POSTGRES.tags[1]],
     ]
-    assert docker["quiet"] == [["docker", "image", "rm", *(t + "-refresh" for t in POSTGRES.tags)]]
+    assert docker["quiet"] == [
+        ["docker", "image", "rm", *(t + "-refresh" for t in POSTGRES.tags)],
+        ["docker", "image", "rm", "sha256:old"],
+    ]
 
 
-def test_an_image_never_built_is_built(docker):
-    assert images.refresh_image(REDIS, "s") == ["(new image)"]
+@pytest.mark.parametrize(
+    ("label", "said"), [(None, "(new image)"), ("r0", "(recipe changed: rebuilt)")]
+)
+def test_an_image_never_built_or_with_a_new_recipe_is_built(docker, label, said):
+    if label:
+        docker["labels"][REDIS.tags[0]] = label
+    assert images.refresh_image(REDIS) == [said]
     (build,) = docker["run"]
-    assert "--no-cache" not in build and build[build.index("-t") + 1] == REDIS.tags[0]
+    assert build[:3] == ["docker", "build", "--no-cache"]
+    assert build[build.index("-t") + 1] == REDIS.tags[0]
+
+
+def test_the_stack_base_is_built_with_a_new_packages_stamp(docker):
+    docker["labels"][images.STACK_BASE_TAG] = "r0"
+    images.build_stack_image(images.stack_base(), force=False)
+    (build,) = docker["run"]
+    assert "--no-cache" not in build
+    assert any(arg.startswith("PACKAGES_REFRESH=20") for arg in build)
 
 
 def test_the_stack_base_is_built_on_the_host_image_with_the_security_suite():

@@ -342,6 +342,16 @@ def _storage(host) -> str:
     return state["current"]["images"]["storage"]
 
 
+def _deploy(tmp_path: Path):
+    """playbooks/deploy.yml on the instance, with the scenario's settings."""
+    return run_playbook(
+        str(PROJECT / "playbooks" / "deploy.yml"),
+        "-i", str(_groups(tmp_path)),
+        "-e", f"@{PROJECT / 'extensions' / 'molecule' / '_shared' / 'stack-vars.yml'}",
+        "-e", f"@{SCENARIO / 'vars.yml'}",
+    )  # fmt: skip
+
+
 def test_a_moved_tag_waits_for_the_patch_window_which_deploys_it(host, tmp_path):
     """The tag points at a new image: a deploy keeps the pinned one (changed=0); the patch run
     pulls the tag, deploys the new digest health-gated and lists it in its report. An offline
@@ -351,12 +361,7 @@ def test_a_moved_tag_waits_for_the_patch_window_which_deploys_it(host, tmp_path)
     old = _redis(host)[0]
     new = _push(host, f"FROM {old}\nLABEL io.prpm-hobby.test=refreshed\n")
     assert new not in old
-    deploy = run_playbook(
-        str(PROJECT / "playbooks" / "deploy.yml"),
-        "-i", str(_groups(tmp_path)),
-        "-e", f"@{PROJECT / 'extensions' / 'molecule' / '_shared' / 'stack-vars.yml'}",
-        "-e", f"@{SCENARIO / 'vars.yml'}",
-    )  # fmt: skip
+    deploy = _deploy(tmp_path)
     assert deploy.rc == 0, deploy.output[-3000:]
     assert deploy.changed() == 0, deploy.output[-3000:]
     assert _redis(host) == (old,) * 3
@@ -395,6 +400,10 @@ def test_a_moved_tag_waits_for_the_patch_window_which_deploys_it(host, tmp_path)
         subprocess.run(
             ["docker", "image", "prune", "-f", "--filter", "label=io.prpm-hobby.test"], check=True
         )
+        # And the host back at it, for the tests that follow.
+        deploy = _deploy(tmp_path / "restore")
+        assert deploy.rc == 0, deploy.output[-3000:]
+    assert _storage(host) == storage_before
 
 
 def test_a_refresh_never_deploys_another_version(host, tmp_path):

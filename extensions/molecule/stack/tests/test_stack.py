@@ -400,8 +400,9 @@ def _rebuild_on_controller(ref: str, dockerfile: str) -> str:
 
 def test_a_rebuild_under_the_same_tag_is_a_new_version_and_a_broken_one_is_rolled_back(host):
     """An offline image rebuilt under its tag is deployed pinned to its new image ID, with the
-    image that ran as previous; a broken rebuild of the same tag fails its gate and the pinned
-    image that ran keeps serving (before pinning, both had one name and nothing to go back to)."""
+    image that ran as previous; rollback.yml goes back to that one by name and the refresh does
+    not undo it; a broken rebuild of the same tag fails its gate and the pinned image that ran
+    keeps serving (before pinning, both had one name and nothing to go back to)."""
     tag = "localhost/prpm-hobby/registry:1.0.0"
     original = _controller_image_id(tag)
     before = _pinned(host)["current"]
@@ -415,13 +416,24 @@ def test_a_rebuild_under_the_same_tag_is_a_new_version_and_a_broken_one_is_rolle
         assert _pinned(host) == {"current": f"{tag}-id{rebuilt[7:19]}", "previous": before}
         assert get("/health").json()["version"] == "1.0.0"
 
+        # Back to the image that ran, by name; the patch run's refresh does not bring the rebuild
+        # back while the controller still has it under the tag.
+        run = run_playbook("rollback.yml")
+        assert run.rc == 0, run.output[-3000:]
+        assert _pinned(host) == {"current": before, "previous": f"{tag}-id{rebuilt[7:19]}"}
+        run = run_playbook("refresh.yml")
+        assert run.rc != 0
+        assert "rolled back from " + f"{tag}-id{rebuilt[7:19]}" in " ".join(run.output.split())
+        assert run.changed() == 0
+        assert _pinned(host)["current"] == before
+
         _rebuild_on_controller(
             tag, f'FROM {original}\nLABEL io.prpm-hobby.test=broken\nENTRYPOINT ["/bin/false"]\n'
         )
         run = run_playbook("deploy.yml", extra_vars={"registry_stack_health_timeout": 60})
         assert run.rc != 0, run.output[-3000:]
         assert "FAILED" in run.output, run.output[-3000:]
-        assert _pinned(host) == {"current": f"{tag}-id{rebuilt[7:19]}", "previous": before}
+        assert _pinned(host) == {"current": before, "previous": f"{tag}-id{rebuilt[7:19]}"}
         assert get("/health").json()["status"] == "ok"
     finally:
         subprocess.run(["docker", "tag", original, tag], check=True)

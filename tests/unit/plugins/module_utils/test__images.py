@@ -9,6 +9,7 @@ from ansible_collections.prpm.hobby.plugins.module_utils._images import (
     IdMismatch,
     NoDigest,
     changes,
+    full_ref,
     pin,
     pin_id,
     pin_id_in,
@@ -195,3 +196,17 @@ def test_pin_id_in_takes_the_id_of_the_image_with_that_tag():
     assert pin_id_in("localhost/x/redis:8", images) == "localhost/x/redis:8-idaaaaaaaaaaaa"
     with pytest.raises(IdMismatch, match="localhost/x/redis:9 is not in the controller's Docker"):
         pin_id_in("localhost/x/redis:9", images)
+
+
+@pytest.mark.parametrize(
+    ("ref", "full"),
+    [
+        ("redis:8-idaaaaaaaaaaaa", "docker.io/library/redis:8-idaaaaaaaaaaaa"),
+        ("docker.io/library/redis:8", "docker.io/library/redis:8"),
+        ("bitnami/redis", "docker.io/bitnami/redis:latest"),
+        ("localhost/prpm-hobby/redis:8", "localhost/prpm-hobby/redis:8"),
+        (f"127.0.0.1:5000/x/redis:8@{A}", f"127.0.0.1:5000/x/redis:8@{A}"),
+    ],
+)
+def test_full_ref_spells_docker_hub_names_in_full(ref, full):
+    assert full_ref(ref) == full

@@ -29,18 +29,20 @@ def docker(monkeypatch):
 
     monkeypatch.setattr(registry_image, "build_image", build_image)
     monkeypatch.setattr(registry_image, "image_packages", lambda d, ref: state["packages"][ref])
+    monkeypatch.setattr(registry_image, "image_id", lambda d, ref: "sha256:old")
     monkeypatch.setattr(registry_image.subprocess, "run", run)
     return state
 
 
 def test_an_identical_rebuild_is_dropped_and_the_tag_keeps_its_image(docker):
     docker["packages"] = {REF: {"nodejs": "20.19.2"}, f"{REF}-refresh": {"nodejs": "20.19.2"}}
-    assert registry_image.refresh("docker", Path("/ctx"), REF, "r123", {"BASE_IMAGE": "b"}) == []
-    ((ref, args),) = docker["builds"]
+    args = {"BASE_IMAGE": "b", "PACKAGES_REFRESH": "20261128T000000Z"}
+    assert registry_image.refresh("docker", Path("/ctx"), REF, "r123", args) == []
+    ((ref, built_with),) = docker["builds"]
     assert ref == f"{REF}-refresh"
-    assert args["BASE_IMAGE"] == "b" and args["PACKAGES_REFRESH"]
-    assert ["docker", "tag", f"{REF}-refresh", REF] not in docker["calls"]
-    assert docker["calls"][-1] == ["docker", "image", "rm", f"{REF}-refresh"]
+    assert built_with == args
+    # Only the candidate's name is removed: the image the tag names stays.
+    assert docker["calls"] == [["docker", "image", "rm", f"{REF}-refresh"]]
 
 
 def test_a_rebuild_with_new_packages_takes_the_tag(docker):
@@ -50,9 +52,11 @@ def test_a_rebuild_with_new_packages_takes_the_tag(docker):
     }
     changed = registry_image.refresh("docker", Path("/ctx"), REF, "r123", {})
     assert changed == ["libssl3t64 3.5.1-1 -> 3.5.1-1+deb13u1"]
+    # The candidate's name goes, then the image it replaced (without force).
     assert docker["calls"] == [
         ["docker", "tag", f"{REF}-refresh", REF],
         ["docker", "image", "rm", f"{REF}-refresh"],
+        ["docker", "image", "rm", "sha256:old"],
     ]
 
 
@@ -61,3 +65,16 @@ def test_a_failed_package_read_still_drops_the_candidate(docker):
     with pytest.raises(KeyError):
         registry_image.refresh("docker", Path("/ctx"), REF, "r123", {})
     assert docker["calls"] == [["docker", "image", "rm", f"{REF}-refresh"]]
+
+
+def test_a_failed_tag_says_so_and_drops_the_candidate(docker, monkeypatch):
+    docker["packages"] = {REF: {"a": "1"}, f"{REF}-refresh": {"a": "2"}}
+
+    def run(argv, **kwargs):
+        docker["calls"].append(argv)
+        return subprocess.CompletedProcess(argv, 1 if argv[1] == "tag" else 0, "", "no space")
+
+    monkeypatch.setattr(registry_image.subprocess, "run", run)
+    with pytest.raises(registry_image.CheckoutError, match=r"docker tag .* failed: no space"):
+        registry_image.refresh("docker", Path("/ctx"), REF, "r123", {})
+    assert docker["calls"][-1] == ["docker", "image", "rm", f"{REF}-refresh"]
