@@ -275,12 +275,13 @@ def refresh_image(image: Image) -> list[str]:
     or whose recipe changed, is built as `build` does."""
     recipe = image_recipe(image)
     label = current_label(image.tags[0])
+    replaced = image_id(image.tags[0])
     if label != recipe:
         build_stack_image(image, force=True)
+        _remove(replaced)
         return ["(new image)" if label is None else "(recipe changed: rebuilt)"]
     packages = _packages_module()
     candidates = tuple(tag + CANDIDATE for tag in image.tags)
-    replaced = image_id(image.tags[0])
     run(fresh_build_argv(image, recipe, candidates), stdout=subprocess.DEVNULL)
     try:
         changed = packages.changes(
@@ -293,10 +294,15 @@ def refresh_image(image: Image) -> list[str]:
     finally:
         # Only the names: an identical rebuild goes with them, an adopted one keeps its tags.
         subprocess.run(["docker", "image", "rm", *candidates], capture_output=True, check=False)
-    if changed and replaced:
-        # The image it replaced, unless something still holds it (no force).
-        subprocess.run(["docker", "image", "rm", replaced], capture_output=True, check=False)
+    if changed:
+        _remove(replaced)
     return changed
+
+
+def _remove(image: str) -> None:
+    """The image a rebuild replaced, unless something still holds it (no force)."""
+    if image:
+        subprocess.run(["docker", "image", "rm", image], capture_output=True, check=False)
 
 
 def refresh(selected: list[Image]) -> int:

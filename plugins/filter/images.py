@@ -37,9 +37,9 @@ def _pin_image_id(ref: str, image_id: str) -> str:
         raise AnsibleFilterError(str(exc)) from exc
 
 
-def _pin_image_id_in(ref: str, images: list[dict] | None) -> str:
+def _pin_image_id_in(ref: str, images: list[dict] | None, missing_ok: bool = False) -> str:
     try:
-        return pin_id_in(ref, images)
+        return pin_id_in(ref, images, missing_ok)
     except IdMismatch as exc:
         raise AnsibleFilterError(str(exc)) from exc
 

@@ -99,13 +99,15 @@ def pin_id(ref: str, image_id: str) -> str:
     return f"{ref if ':' in ref.rpartition('/')[2] else ref + ':latest'}-id{short}"
 
 
-def pin_id_in(ref: str, images: list[Mapping[str, Any]] | None) -> str:
+def pin_id_in(ref: str, images: list[Mapping[str, Any]] | None, missing_ok: bool = False) -> str:
     """pin_id with the ID of the image tagged ref among images (as docker_image_info returns
-    them, from the controller's Docker)."""
+    them, from the controller's Docker); '' when none is, with missing_ok."""
     want = (normalized(repository(ref)), tag(ref))
     for image in images or []:
         if any((normalized(repository(t)), tag(t)) == want for t in image.get("RepoTags") or []):
             return pin_id(ref, image.get("Id", ""))
+    if missing_ok:
+        return ""
     raise IdMismatch(
         f"{ref} is not in the controller's Docker, so it cannot be deployed: build it again "
         "(make images, or the registry from its checkout), or deploy another version."

@@ -196,6 +196,7 @@ def test_pin_id_in_takes_the_id_of_the_image_with_that_tag():
     assert pin_id_in("localhost/x/redis:8", images) == "localhost/x/redis:8-idaaaaaaaaaaaa"
     with pytest.raises(IdMismatch, match="localhost/x/redis:9 is not in the controller's Docker"):
         pin_id_in("localhost/x/redis:9", images)
+    assert pin_id_in("localhost/x/redis:9", images, missing_ok=True) == ""
 
 
 @pytest.mark.parametrize(
