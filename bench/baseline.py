@@ -9,6 +9,7 @@ stand-in runs, its /opt/prpm copied, `docker compose up --wait`, then /health th
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import subprocess
 import time
@@ -19,6 +20,9 @@ from common import BENCH, HOST_IMAGE, ROOT, remove_container, sh
 
 BASELINE = "prpm-bench-baseline"
 BASELINE_HTTPS = 18743
+# The stack role deploys archive images under a name pinned to their image ID (name:tag-id...);
+# the archives on the controller are named after the tag.
+PIN = re.compile(r"-id[0-9a-f]{12}$")
 
 
 def deployed_images() -> list[str]:
@@ -123,11 +127,12 @@ def baseline() -> dict:
     steps["packages_s"] = time.monotonic() - t
     t = time.monotonic()
     for image in deployed_images():
-        archive = (
-            ROOT / ".ansible" / "images" / (image.replace("/", "_").replace(":", "_") + ".tar")
-        )
+        tag = PIN.sub("", image)
+        archive = ROOT / ".ansible" / "images" / (tag.replace("/", "_").replace(":", "_") + ".tar")
         with archive.open("rb") as fh:
             sh(["docker", "exec", "-i", BASELINE, "docker", "load", "-q"], stdin=fh)
+        if tag != image:
+            sh(["docker", "exec", BASELINE, "docker", "tag", tag, image])
     steps["images_s"] = time.monotonic() - t
     t = time.monotonic()
     tar = subprocess.Popen(
