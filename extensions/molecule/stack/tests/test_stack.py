@@ -411,6 +411,14 @@ def test_a_rebuild_under_the_same_tag_is_a_new_version_and_a_broken_one_is_rolle
         rebuilt = _rebuild_on_controller(
             tag, f"FROM {original}\nLABEL io.prpm-hobby.test=rebuilt\n"
         )
+        # Check mode first: the host has no name pinned to the rebuild yet; the diff shows it,
+        # nothing is written.
+        state = host.file("/opt/prpm/deployed.json").content_string
+        run = run_playbook("deploy.yml", "--check", "--diff")
+        assert run.rc == 0, run.output[-3000:]
+        assert run.changed() > 0
+        assert f"{tag}-id{rebuilt[7:19]}" in run.output
+        assert host.file("/opt/prpm/deployed.json").content_string == state
         run = run_playbook("deploy.yml")
         assert run.rc == 0, run.output[-3000:]
         assert _pinned(host) == {"current": f"{tag}-id{rebuilt[7:19]}", "previous": before}
